@@ -1,0 +1,210 @@
+import { activityInfo, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+
+import { A1111Client, ImageServerError } from './backends/a1111';
+import type { BotConfig } from './config';
+import { DiscordOutputError, type DiscordOutput } from './discord/discord-output';
+import { renderImageEmbed, renderImageMessage, renderStatus, type ImageDetails, type RequestStatus } from './discord/messages';
+import type { ImageStore } from './image-store';
+import type { Logger } from './logger';
+import type { GenerationSettings } from './shared';
+
+/** Failure types the workflow tells apart; stable, they appear in the Temporal UI. */
+export const FailureType = {
+  imageServerRejected: 'IMAGE_SERVER_REJECTED',
+  imageServerFailed: 'IMAGE_SERVER_FAILED',
+  unknownBackend: 'UNKNOWN_BACKEND',
+  imageMissing: 'IMAGE_MISSING',
+  tokenExpired: 'INTERACTION_TOKEN_EXPIRED',
+  discordRejected: 'DISCORD_REJECTED',
+  discordUnavailable: 'DISCORD_UNAVAILABLE',
+  noBotToken: 'NO_BOT_TOKEN',
+} as const;
+
+export interface ActivityDependencies {
+  config: BotConfig;
+  discord: DiscordOutput;
+  imageStore: ImageStore;
+  logger: Logger;
+  /** This worker's own task queue: delivery of an image it generated is routed back to it. */
+  workerTaskQueue: string;
+  /** How often a running generation reports progress to Temporal, in ms. */
+  heartbeatIntervalMs?: number;
+}
+
+export interface GenerateImageInput {
+  requestId: string;
+  backend: string;
+  settings: GenerationSettings;
+}
+
+export interface GenerateImageResult {
+  imageKey: string;
+  seed: number;
+  model: string | null;
+  durationMs: number;
+  /** The task queue of the worker holding the PNG; deliver it there. */
+  deliveryTaskQueue: string;
+}
+
+export interface MessageTarget {
+  applicationId: string;
+  interactionToken: string;
+}
+
+export interface DeliverImageInput extends MessageTarget {
+  imageKey: string;
+  details: ImageDetails;
+}
+
+export interface PostImageInput {
+  channelId: string;
+  imageKey: string;
+  details: ImageDetails;
+  /** Makes a repeated post a no-op on Discord's side. At most 25 characters. */
+  nonce: string;
+}
+
+/** Builds the activities with their dependencies; the workflow imports only their types. */
+export function createActivities(deps: ActivityDependencies) {
+  const heartbeatIntervalMs = deps.heartbeatIntervalMs ?? 2_000;
+
+  return {
+    /**
+     * Runs one generation on the request's image server and keeps the PNG in this worker's store.
+     * Heartbeats while the server works, so a long job is never timed out and run twice, while a
+     * dead worker's job is noticed within the heartbeat timeout and taken up again.
+     */
+    async generateImage(input: GenerateImageInput): Promise<GenerateImageResult> {
+      const backend = deps.config.backends[input.backend];
+      if (backend === undefined) {
+        throw ApplicationFailure.nonRetryable(`backend "${input.backend}" is not configured`, FailureType.unknownBackend);
+      }
+
+      const client = new A1111Client(backend.url);
+      const context = Context.current();
+      const startedAt = Date.now();
+      const heartbeat = setInterval(() => {
+        client.progress().then(
+          (progress) => context.heartbeat({ fraction: progress.fraction, step: progress.step, steps: progress.steps }),
+          () => context.heartbeat({ fraction: null }),
+        );
+      }, heartbeatIntervalMs);
+      context.heartbeat({ fraction: 0 });
+
+      try {
+        const image = await client.txt2img(input.settings, { signal: context.cancellationSignal });
+        await deps.imageStore.put(input.requestId, image.png);
+        const durationMs = Date.now() - startedAt;
+        deps.logger.info(
+          { requestId: input.requestId, backend: input.backend, durationMs, attempt: activityInfo().attempt },
+          'image generated',
+        );
+        return {
+          imageKey: input.requestId,
+          seed: image.seed,
+          model: image.model,
+          durationMs,
+          deliveryTaskQueue: deps.workerTaskQueue,
+        };
+      } catch (error) {
+        throw toGenerationFailure(error);
+      } finally {
+        clearInterval(heartbeat);
+      }
+    },
+
+    /** Shows a request's status by editing its original response. */
+    async updateStatus(input: MessageTarget & { status: RequestStatus }): Promise<void> {
+      try {
+        await deps.discord.editOriginal(input.applicationId, input.interactionToken, renderStatus(input.status));
+      } catch (error) {
+        throw toDiscordFailure(error);
+      }
+    },
+
+    /** Replaces the original response with the image and its embed. Runs on the worker that holds the PNG. */
+    async deliverImage(input: DeliverImageInput): Promise<void> {
+      const png = await deps.imageStore.get(input.imageKey);
+      if (png === null) {
+        throw ApplicationFailure.nonRetryable('the image is not on this worker', FailureType.imageMissing);
+      }
+
+      try {
+        await deps.discord.editOriginal(input.applicationId, input.interactionToken, renderImageMessage(input.details), [
+          { name: input.details.filename, data: png, contentType: 'image/png' },
+        ]);
+      } catch (error) {
+        throw toDiscordFailure(error);
+      }
+
+      await deps.imageStore.delete(input.imageKey);
+    },
+
+    /** Delivers an image as a new channel message with the bot token, for requests whose token has expired. */
+    async postImageInChannel(input: PostImageInput): Promise<void> {
+      if (!deps.discord.hasBotToken) {
+        throw ApplicationFailure.nonRetryable('no bot token is configured (DISCORD_TOKEN)', FailureType.noBotToken);
+      }
+
+      const png = await deps.imageStore.get(input.imageKey);
+      if (png === null) {
+        throw ApplicationFailure.nonRetryable('the image is not on this worker', FailureType.imageMissing);
+      }
+
+      try {
+        await deps.discord.postInChannel(
+          input.channelId,
+          {
+            content: `<@${input.details.userId}> your image is ready.`,
+            embeds: [renderImageEmbed(input.details)],
+            attachments: [{ id: 0, filename: input.details.filename }],
+            allowed_mentions: { users: [input.details.userId] },
+          },
+          input.nonce,
+          [{ name: input.details.filename, data: png, contentType: 'image/png' }],
+        );
+      } catch (error) {
+        throw toDiscordFailure(error);
+      }
+
+      await deps.imageStore.delete(input.imageKey);
+    },
+  };
+}
+
+export type BotActivities = ReturnType<typeof createActivities>;
+
+function toGenerationFailure(error: unknown): ApplicationFailure {
+  if (error instanceof ApplicationFailure) {
+    return error;
+  }
+
+  if (error instanceof ImageServerError) {
+    return error.retryable
+      ? ApplicationFailure.retryable(error.message, FailureType.imageServerFailed, { status: error.status ?? null })
+      : ApplicationFailure.nonRetryable(error.message, FailureType.imageServerRejected, { status: error.status ?? null });
+  }
+
+  const message = error instanceof Error ? error.message : String(error);
+  return ApplicationFailure.retryable(message, FailureType.imageServerFailed);
+}
+
+function toDiscordFailure(error: unknown): ApplicationFailure {
+  if (!(error instanceof DiscordOutputError)) {
+    const name = error instanceof Error ? error.name : 'unknown error';
+    return ApplicationFailure.retryable(`sending to discord failed (${name})`, FailureType.discordUnavailable);
+  }
+
+  const details = { status: error.status, discordCode: error.discordCode, route: error.route };
+  switch (error.kind) {
+    case 'token-expired':
+      return ApplicationFailure.nonRetryable(error.message, FailureType.tokenExpired, details);
+    case 'rejected':
+      return ApplicationFailure.nonRetryable(error.message, FailureType.discordRejected, details);
+    case 'unknown-message':
+    case 'rate-limited':
+    case 'unavailable':
+      return ApplicationFailure.retryable(error.message, FailureType.discordUnavailable, details);
+  }
+}

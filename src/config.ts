@@ -1,0 +1,189 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+/** Hard bounds that the /generate command registers with Discord; channel limits may only narrow them. */
+export const OPTION_BOUNDS = {
+  promptLength: 1_000,
+  negativeLength: 1_000,
+  sizeMin: 64,
+  sizeMax: 2_048,
+  stepsMin: 1,
+  stepsMax: 150,
+  cfgMin: 1,
+  cfgMax: 30,
+  seedMax: 4_294_967_295,
+  samplerLength: 100,
+} as const;
+
+const positiveInt = z.number().int().positive();
+
+const generationDefaultsSchema = z
+  .object({
+    width: positiveInt.multipleOf(8).optional(),
+    height: positiveInt.multipleOf(8).optional(),
+    steps: positiveInt.optional(),
+    cfgScale: z.number().min(OPTION_BOUNDS.cfgMin).max(OPTION_BOUNDS.cfgMax).optional(),
+    sampler: z.string().min(1).optional(),
+    negativePrompt: z.string().optional(),
+    model: z.string().min(1).optional(),
+  })
+  .strict();
+
+const limitsSchema = z
+  .object({
+    maxWidth: positiveInt.max(OPTION_BOUNDS.sizeMax).optional(),
+    maxHeight: positiveInt.max(OPTION_BOUNDS.sizeMax).optional(),
+    maxSteps: positiveInt.max(OPTION_BOUNDS.stepsMax).optional(),
+  })
+  .strict();
+
+const backendSchema = z
+  .object({
+    type: z.literal('a1111'),
+    url: z.url({ protocol: /^https?$/ }),
+    capacity: positiveInt.default(1),
+  })
+  .strict();
+
+const channelSchema = z
+  .object({
+    backend: z.string().min(1),
+    defaults: generationDefaultsSchema.optional(),
+    limits: limitsSchema.optional(),
+  })
+  .strict();
+
+const queueSchema = z
+  .object({
+    maxConcurrentPerUser: positiveInt.default(2),
+    /** How long Discord accepts edits through an interaction token. */
+    interactionTokenLifetimeMs: positiveInt.default(900_000), // 15 min
+    /** A channel workflow with nothing to do for this long ends; the next request starts it again. */
+    idleTimeoutMs: positiveInt.default(86_400_000), // 24 h
+    generationTimeoutMs: positiveInt.default(600_000), // 10 min, kept alive by heartbeats
+    generationAttempts: positiveInt.default(3),
+    retryInitialIntervalMs: positiveInt.default(2_000),
+  })
+  .strict();
+
+const configSchema = z
+  .object({
+    defaults: generationDefaultsSchema
+      .required({ width: true, height: true, steps: true, cfgScale: true, sampler: true, negativePrompt: true })
+      .strict(),
+    limits: limitsSchema.required().strict(),
+    queue: queueSchema.default(queueSchema.parse({})),
+    backends: z.record(z.string().min(1), backendSchema),
+    channels: z.record(z.string().regex(/^(\d{1,25}|\*)$/), channelSchema),
+  })
+  .strict();
+
+export type BotConfig = z.infer<typeof configSchema>;
+export type BackendConfig = z.infer<typeof backendSchema>;
+export type ChannelConfig = z.infer<typeof channelSchema>;
+export type QueueSettings = z.infer<typeof queueSchema>;
+export type GenerationDefaults = BotConfig['defaults'];
+export type GenerationLimits = BotConfig['limits'];
+
+/** Thrown when config.json cannot be read or does not match the schema; the message names every bad field. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+
+  constructor(
+    message: string,
+    readonly source: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Validates a parsed config object. `source` names it in error messages. */
+export function parseConfig(raw: unknown, source = 'config'): BotConfig {
+  const result = configSchema.safeParse(raw);
+  const problems = result.success ? [] : result.error.issues.map(describeIssue);
+  problems.push(...unknownBackendReferences(raw));
+  if (!result.success || problems.length > 0) {
+    throw new ConfigError(`${source} is invalid:\n${problems.map((p) => `  ${p}`).join('\n')}`, source);
+  }
+
+  return result.data;
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path.length > 0 ? issue.path.join('.') : '(root)';
+  if (issue.code === 'invalid_key' && issue.path[0] === 'channels') {
+    return `${path}: channel ids are Discord ids (digits), or "*" for every channel`;
+  }
+
+  return `${path}: ${issue.message}`;
+}
+
+// Checked on the raw input so it is reported alongside shape errors, not only once they are fixed.
+function unknownBackendReferences(raw: unknown): string[] {
+  const backends = isRecord(raw) && isRecord(raw['backends']) ? raw['backends'] : {};
+  const channels = isRecord(raw) && isRecord(raw['channels']) ? raw['channels'] : {};
+  const known = Object.keys(backends);
+  return Object.entries(channels).flatMap(([channelId, channel]) => {
+    const backend = isRecord(channel) ? channel['backend'] : undefined;
+    return typeof backend === 'string' && !known.includes(backend)
+      ? [`channels.${channelId}.backend: unknown backend "${backend}" (known: ${known.join(', ') || 'none'})`]
+      : [];
+  });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Reads and validates a config file (JSON). Throws {@link ConfigError}. */
+export function loadConfig(path: string): BotConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read ${path}: ${(error as Error).message}`, path);
+  }
+
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(`${path} is not valid JSON: ${(error as Error).message}`, path);
+  }
+
+  return parseConfig(raw, path);
+}
+
+/** The settings that apply in one channel, or undefined when the channel is not enabled. */
+export interface ResolvedChannel {
+  channelId: string;
+  backendName: string;
+  backend: BackendConfig;
+  defaults: GenerationDefaults;
+  limits: GenerationLimits;
+}
+
+export function resolveChannel(config: BotConfig, channelId: string): ResolvedChannel | undefined {
+  const channel = config.channels[channelId] ?? config.channels['*'];
+  if (channel === undefined) {
+    return undefined;
+  }
+
+  const backend = config.backends[channel.backend];
+  if (backend === undefined) {
+    return undefined;
+  }
+
+  return {
+    channelId,
+    backendName: channel.backend,
+    backend,
+    defaults: { ...config.defaults, ...stripUndefined(channel.defaults ?? {}) } as GenerationDefaults,
+    limits: { ...config.limits, ...stripUndefined(channel.limits ?? {}) } as GenerationLimits,
+  };
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}

@@ -1,0 +1,35 @@
+// `npm run server`: the Interactions Endpoint alone. Workers run elsewhere (`npm run worker`).
+import { Client, Connection } from '@temporalio/client';
+
+import { loadConfig } from './config';
+import { parsePublicKey } from './discord/signature';
+import { loadDotEnv, readEnvironment, required } from './environment';
+import { createLogger } from './logger';
+import { buildServer } from './server';
+
+async function main(): Promise<void> {
+  loadDotEnv();
+  const env = readEnvironment();
+  const logger = createLogger('server');
+  const config = loadConfig(env.configPath);
+  const publicKey = parsePublicKey(required(env.publicKey, 'DISCORD_PUBLIC_KEY'));
+
+  const connection = await Connection.connect({ address: env.temporalAddress });
+  const temporal = new Client({ connection, namespace: env.temporalNamespace });
+  const app = buildServer({ config, publicKey, temporal, logger });
+  await app.listen({ host: env.host, port: env.port });
+
+  const stop = async (signal: string): Promise<void> => {
+    logger.info({ signal }, 'stopping');
+    await app.close();
+    await connection.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', (signal) => void stop(signal));
+  process.once('SIGTERM', (signal) => void stop(signal));
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});

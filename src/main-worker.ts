@@ -1,0 +1,36 @@
+// `npm run worker`: a Temporal worker for channel workflows and image generation. Run as many as you like.
+import { NativeConnection } from '@temporalio/worker';
+
+import { loadConfig } from './config';
+import { DiscordOutput } from './discord/discord-output';
+import { loadDotEnv, readEnvironment } from './environment';
+import { ImageStore } from './image-store';
+import { createLogger } from './logger';
+import { BotWorker } from './worker';
+
+async function main(): Promise<void> {
+  loadDotEnv();
+  const env = readEnvironment();
+  const logger = createLogger('worker');
+  const config = loadConfig(env.configPath);
+
+  const connection = await NativeConnection.connect({ address: env.temporalAddress });
+  const worker = await BotWorker.create({
+    connection,
+    namespace: env.temporalNamespace,
+    config,
+    discord: new DiscordOutput({ apiBase: env.discordApiBase, botToken: env.botToken }),
+    imageStore: new ImageStore(env.imageDir),
+    logger,
+  });
+
+  // The Temporal runtime shuts workers down on SIGINT/SIGTERM; run() resolves once they have drained.
+  await worker.run();
+  await connection.close();
+  logger.info('worker stopped');
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  process.exit(1);
+});

@@ -1,0 +1,83 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+
+import { createActivities } from './activities';
+import type { BotConfig } from './config';
+import type { DiscordOutput } from './discord/discord-output';
+import type { ImageStore } from './image-store';
+import type { Logger } from './logger';
+import { TASK_QUEUE } from './shared';
+
+export interface BotWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  config: BotConfig;
+  discord: DiscordOutput;
+  imageStore: ImageStore;
+  logger: Logger;
+  /** A prebuilt workflow bundle (tests build it once); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  /** How often a running generation heartbeats, in ms. */
+  heartbeatIntervalMs?: number;
+}
+
+/**
+ * One bot worker process: a worker on the shared task queue (channel workflows and generation) plus
+ * one on a queue of its own, to which deliveries of the images it generated are routed.
+ */
+export class BotWorker {
+  readonly #shared: Worker;
+  readonly #own: Worker;
+
+  private constructor(shared: Worker, own: Worker) {
+    this.#shared = shared;
+    this.#own = own;
+  }
+
+  static async create(options: BotWorkerOptions): Promise<BotWorker> {
+    const workerTaskQueue = `${TASK_QUEUE}/worker/${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    const activities = createActivities({
+      config: options.config,
+      discord: options.discord,
+      imageStore: options.imageStore,
+      logger: options.logger,
+      workerTaskQueue,
+      ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
+    });
+    const workflowSource =
+      options.workflowBundle === undefined
+        ? { workflowsPath: require.resolve('./workflows') }
+        : { workflowBundle: options.workflowBundle };
+
+    const shared = await Worker.create({
+      connection: options.connection,
+      namespace: options.namespace,
+      taskQueue: TASK_QUEUE,
+      activities,
+      ...workflowSource,
+    });
+    const own = await Worker.create({
+      connection: options.connection,
+      namespace: options.namespace,
+      taskQueue: workerTaskQueue,
+      activities,
+    });
+    options.logger.info({ taskQueue: TASK_QUEUE, workerTaskQueue }, 'worker ready');
+    return new BotWorker(shared, own);
+  }
+
+  /** Polls until {@link shutdown} is called or a signal stops the process; resolves once drained. */
+  async run(): Promise<void> {
+    await Promise.all([this.#shared.run(), this.#own.run()]);
+  }
+
+  shutdown(): void {
+    for (const worker of [this.#shared, this.#own]) {
+      if (worker.getState() === 'RUNNING') {
+        worker.shutdown();
+      }
+    }
+  }
+}

@@ -1,0 +1,1 @@
+export { channelQueueWorkflow } from './workflows/channel-queue';

@@ -1,0 +1,166 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { FastifyInstance } from 'fastify';
+
+import { parseConfig, type BotConfig } from '../../src/config';
+import { DiscordOutput } from '../../src/discord/discord-output';
+import { parsePublicKey } from '../../src/discord/signature';
+import { ImageStore } from '../../src/image-store';
+import { createLogger } from '../../src/logger';
+import { buildServer } from '../../src/server';
+import { startDiscordStandIn, type DiscordStandIn } from '../../src/standins/discord-api';
+import { startImageServer, type ImageServerStandIn } from '../../src/standins/image-server';
+import {
+  fakeSnowflake,
+  InteractionSigner,
+  postSignedInteraction,
+  slashCommandInteraction,
+  type PostedInteraction,
+} from '../../src/standins/interaction-signer';
+import { ensureTemporalCli } from '../../src/temporal-cli';
+import { BotWorker } from '../../src/worker';
+
+export const APPLICATION_ID = '400000000000000001';
+export const CHANNEL_ID = '100000000000000001';
+export const OTHER_CHANNEL_ID = '100000000000000002';
+export const BOT_TOKEN = 'test-bot-token';
+
+let sharedBundle: WorkflowBundleWithSourceMap | undefined;
+
+/** Bundles the workflow code once per test process; each bundle takes a few seconds. */
+export async function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
+  sharedBundle ??= await bundleWorkflowCode({
+    workflowsPath: require.resolve('../../src/workflows'),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+  });
+  return sharedBundle;
+}
+
+/** A real Temporal dev server on free ports, from the project's installed CLI. */
+export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+  const path = ensureTemporalCli();
+  return TestWorkflowEnvironment.createLocal({
+    server: { executable: { type: 'existing-path', path }, ip: '127.0.0.1' },
+  });
+}
+
+export interface HarnessOptions {
+  imageDelayMs?: number;
+  queue?: Partial<BotConfig['queue']>;
+  tokenLifetimeMs?: number;
+  botToken?: string | undefined;
+}
+
+export interface SendOptions {
+  channelId?: string;
+  userId?: string;
+  options?: Record<string, string | number>;
+  /** Reuse an interaction (id and token) to simulate Discord posting the same interaction twice. */
+  interaction?: { id: string; token: string };
+}
+
+export interface SentInteraction extends PostedInteraction {
+  id: string;
+  token: string;
+}
+
+/**
+ * Everything between Discord and the GPU, for real: the endpoint on a loopback port, a bot worker,
+ * a Temporal dev server, and the two stand-ins for what cannot run here (Discord, the image server).
+ */
+export class BotHarness {
+  readonly signer = InteractionSigner.generate();
+  endpointUrl = '';
+  config!: BotConfig;
+  discord!: DiscordStandIn;
+  images!: ImageServerStandIn;
+  worker!: BotWorker;
+  #server!: FastifyInstance;
+  #workerRun!: Promise<void>;
+  #imageDir = '';
+
+  constructor(readonly env: TestWorkflowEnvironment) {}
+
+  async start(options: HarnessOptions = {}): Promise<this> {
+    this.images = await startImageServer({ delayMs: options.imageDelayMs ?? 300 });
+    const botToken = 'botToken' in options ? options.botToken : BOT_TOKEN;
+    this.discord = await startDiscordStandIn({
+      applicationId: APPLICATION_ID,
+      ...(botToken === undefined ? {} : { botToken }),
+      ...(options.tokenLifetimeMs === undefined ? {} : { tokenLifetimeMs: options.tokenLifetimeMs }),
+    });
+    this.config = parseConfig({
+      defaults: { width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a', negativePrompt: '' },
+      limits: { maxWidth: 1024, maxHeight: 1024, maxSteps: 50 },
+      queue: { retryInitialIntervalMs: 200, generationAttempts: 3, ...options.queue },
+      backends: { local: { type: 'a1111', url: this.images.url, capacity: 1 } },
+      channels: {
+        [CHANNEL_ID]: { backend: 'local' },
+        [OTHER_CHANNEL_ID]: { backend: 'local', limits: { maxSteps: 30 } },
+      },
+    });
+
+    this.#imageDir = mkdtempSync(join(tmpdir(), 'sd-bot-images-'));
+    const logger = createLogger('test', process.env['LOG_LEVEL'] ?? 'silent');
+    this.worker = await BotWorker.create({
+      connection: this.env.nativeConnection,
+      namespace: this.env.namespace ?? 'default',
+      config: this.config,
+      discord: new DiscordOutput({ apiBase: this.discord.url, botToken, timeoutMs: 5_000 }),
+      imageStore: new ImageStore(this.#imageDir),
+      logger,
+      workflowBundle: await workflowBundle(),
+      heartbeatIntervalMs: 500,
+    });
+    this.#workerRun = this.worker.run();
+
+    this.#server = buildServer({
+      config: this.config,
+      publicKey: parsePublicKey(this.signer.publicKeyHex),
+      temporal: this.env.client,
+      logger,
+    });
+    await this.#server.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = this.#server.server.address() as AddressInfo;
+    this.endpointUrl = `http://127.0.0.1:${port}/interactions`;
+    return this;
+  }
+
+  /** Sends a signed /generate the way Discord would, and tells the Discord stand-in what was answered. */
+  async generate(prompt: string, send: SendOptions = {}): Promise<SentInteraction> {
+    const channelId = send.channelId ?? CHANNEL_ID;
+    const issued = send.interaction ?? this.discord.issueInteraction({ channelId });
+    const interaction = slashCommandInteraction({
+      id: issued.id,
+      token: issued.token,
+      applicationId: APPLICATION_ID,
+      channelId,
+      user: { id: send.userId ?? '500000000000000001', username: 'painter' },
+      options: { prompt, ...send.options },
+    });
+    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
+    if (posted.status === 200) {
+      this.discord.acknowledge(issued.token, posted.body as { type: number; data?: { content?: string; flags?: number } });
+    }
+
+    return { ...posted, ...issued };
+  }
+
+  async stop(): Promise<void> {
+    await this.#server?.close();
+    this.worker?.shutdown();
+    await this.#workerRun?.catch(() => undefined);
+    await this.discord?.close();
+    await this.images?.close();
+    if (this.#imageDir !== '') {
+      rmSync(this.#imageDir, { recursive: true, force: true });
+    }
+  }
+}
+
+export { fakeSnowflake };
