@@ -6,6 +6,7 @@ import { DiscordOutput } from './discord/discord-output';
 import { loadDotEnv, readEnvironment } from './environment';
 import { ImageStore } from './image-store';
 import { createLogger } from './logger';
+import { installTemporalLogging } from './temporal-logging';
 import { BotWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -13,6 +14,7 @@ async function main(): Promise<void> {
   const env = readEnvironment();
   const logger = createLogger('worker');
   const config = loadConfig(env.configPath);
+  installTemporalLogging(logger);
 
   const connection = await NativeConnection.connect({ address: env.temporalAddress });
   const worker = await BotWorker.create({

@@ -157,7 +157,6 @@ const LIMITS = {
   optionChoices: 25,
   choiceName: 100,
   choiceValue: 100,
-  optionLength: 6000,
   commandTotal: 4000,
 } as const;
 
@@ -276,7 +275,9 @@ class DiscordApiStandIn implements DiscordStandIn {
   readonly #routes: readonly Route[] = [
     route('GET /webhooks/:app/:token/messages/@original', (request) => this.#getWebhookMessage(request, ORIGINAL)),
     route('PATCH /webhooks/:app/:token/messages/@original', (request) => this.#editWebhookMessage(request, ORIGINAL)),
-    route('DELETE /webhooks/:app/:token/messages/@original', (request) => this.#deleteWebhookMessage(request, ORIGINAL)),
+    route('DELETE /webhooks/:app/:token/messages/@original', (request) =>
+      this.#deleteWebhookMessage(request, ORIGINAL),
+    ),
     route('GET /webhooks/:app/:token/messages/:message', (request) =>
       this.#getWebhookMessage(request, param(request, 'message')),
     ),
@@ -383,7 +384,10 @@ class DiscordApiStandIn implements DiscordStandIn {
     });
   }
 
-  waitFor(predicate: (call: RecordedCall) => boolean, timeoutMs: number = DEFAULT_OPTIONS.waitForTimeoutMs) {
+  waitFor(
+    predicate: (call: RecordedCall) => boolean,
+    timeoutMs: number = DEFAULT_OPTIONS.waitForTimeoutMs,
+  ): Promise<RecordedCall> {
     try {
       const seen = this.calls.find(predicate);
       if (seen) {
@@ -1023,7 +1027,11 @@ function resolveAttachments(
       kept.files.push(upload);
       named.add(upload);
     } else {
-      errors.add(['attachments', index], 'ATTACHMENT_NOT_FOUND', `No uploaded file files[${id}] and no attachment ${id}`);
+      errors.add(
+        ['attachments', index],
+        'ATTACHMENT_NOT_FOUND',
+        `No uploaded file files[${id}] and no attachment ${id}`,
+      );
     }
   });
 
@@ -1090,7 +1098,8 @@ function checkEmbed(errors: FormErrors, path: FieldPath, embed: unknown): number
     texts.push(checkText(errors, [...path, 'author', 'name'], embed.author.name, limit));
   }
 
-  const fields = embed.fields === undefined ? [] : checkList(errors, [...path, 'fields'], embed.fields, { max: 25 });
+  const fields =
+    embed.fields === undefined ? [] : checkList(errors, [...path, 'fields'], embed.fields, { max: LIMITS.embedFields });
   fields?.forEach((field, index) => {
     const fieldPath = [...path, 'fields', index];
     if (checkRecord(errors, fieldPath, field)) {
@@ -1109,7 +1118,8 @@ function checkEmbed(errors: FormErrors, path: FieldPath, embed: unknown): number
   }
 
   const { color } = embed;
-  if (color !== undefined && color !== null && !(Number.isInteger(color) && Number(color) >= 0 && Number(color) <= 0xffffff)) {
+  const isColor = typeof color === 'number' && Number.isInteger(color) && color >= 0 && color <= 0xffffff;
+  if (color !== undefined && color !== null && !isColor) {
     errors.add([...path, 'color'], 'NUMBER_TYPE_MAX', 'int value should be <= 16777215 and >= 0.');
   }
 
@@ -1181,7 +1191,12 @@ function checkRowComponent(
   checkCustomId(errors, [...path, 'custom_id'], component.custom_id, customIds);
 }
 
-function checkButton(errors: FormErrors, path: FieldPath, button: Record<string, unknown>, customIds: Set<string>) {
+function checkButton(
+  errors: FormErrors,
+  path: FieldPath,
+  button: Record<string, unknown>,
+  customIds: Set<string>,
+): void {
   const { style } = button;
   if (typeof style !== 'number' || !Number.isInteger(style) || style < 1 || style > 6) {
     errors.add([...path, 'style'], 'BASE_TYPE_CHOICES', 'Value must be one of {1, 2, 3, 4, 5, 6}.');
@@ -1334,7 +1349,11 @@ function checkOptions(
     const description = checkText(errors, [...optionPath, 'description'], option.description, limit);
     size += codePoints(name ?? '') + codePoints(description ?? '');
     if (name !== undefined && names.has(name)) {
-      errors.add([...optionPath, 'name'], 'APPLICATION_COMMAND_OPTION_NAME_ALREADY_EXISTS', 'Option names must be unique');
+      errors.add(
+        [...optionPath, 'name'],
+        'APPLICATION_COMMAND_OPTION_NAME_ALREADY_EXISTS',
+        'Option names must be unique',
+      );
     }
 
     if (name !== undefined) {
@@ -1368,7 +1387,11 @@ function checkChoices(errors: FormErrors, path: FieldPath, value: unknown, type:
   }
 
   if (type !== 3 && type !== 4 && type !== 10) {
-    errors.add(path, 'APPLICATION_COMMAND_OPTION_CHOICES_INVALID', 'Only string, integer and number options have choices');
+    errors.add(
+      path,
+      'APPLICATION_COMMAND_OPTION_CHOICES_INVALID',
+      'Only string, integer and number options have choices',
+    );
     return 0;
   }
 
@@ -1393,31 +1416,43 @@ function checkChoices(errors: FormErrors, path: FieldPath, value: unknown, type:
   return size;
 }
 
-function checkOptionBounds(errors: FormErrors, path: FieldPath, option: Record<string, unknown>, type: number) {
-  for (const [minKey, maxKey, appliesTo, floor, ceiling] of [
-    ['min_value', 'max_value', [4, 10], -(2 ** 53), 2 ** 53],
-    ['min_length', 'max_length', [3], 0, LIMITS.optionLength],
-  ] as const) {
-    const min = option[minKey];
-    const max = option[maxKey];
-    for (const [key, bound] of [
-      [minKey, min],
-      [maxKey, max],
-    ] as const) {
-      if (bound === undefined || bound === null) {
-        continue;
-      }
+function checkOptionBounds(errors: FormErrors, path: FieldPath, option: Record<string, unknown>, type: number): void {
+  const isNumeric = type === 4 || type === 10;
+  const valueRange = { floor: -(2 ** 53), ceiling: 2 ** 53 };
+  checkBoundPair(errors, path, option, ['min_value', 'max_value'], isNumeric, valueRange);
+  checkBoundPair(errors, path, option, ['min_length', 'max_length'], type === 3, { floor: 0, ceiling: 6000 });
+}
 
-      if (!(appliesTo as readonly number[]).includes(type)) {
-        errors.add([...path, key], 'APPLICATION_COMMAND_OPTION_BOUND_INVALID', `${key} does not apply to type ${type}`);
-      } else if (typeof bound !== 'number' || bound < floor || bound > ceiling) {
-        errors.add([...path, key], 'NUMBER_TYPE_OUT_OF_RANGE', `Must be between ${floor} and ${ceiling}.`);
-      }
+function checkBoundPair(
+  errors: FormErrors,
+  path: FieldPath,
+  option: Record<string, unknown>,
+  keys: readonly [min: string, max: string],
+  applies: boolean,
+  range: { floor: number; ceiling: number },
+): void {
+  for (const key of keys) {
+    const bound = option[key];
+    if (bound === undefined || bound === null) {
+      continue;
     }
 
-    if (typeof min === 'number' && typeof max === 'number' && min > max) {
-      errors.add([...path, minKey], 'NUMBER_TYPE_OUT_OF_RANGE', `Must be less than or equal to ${maxKey}.`);
+    if (!applies) {
+      errors.add(
+        [...path, key],
+        'APPLICATION_COMMAND_OPTION_BOUND_INVALID',
+        `${key} does not apply to this option type`,
+      );
+    } else if (typeof bound !== 'number' || bound < range.floor || bound > range.ceiling) {
+      errors.add([...path, key], 'NUMBER_TYPE_OUT_OF_RANGE', `Must be between ${range.floor} and ${range.ceiling}.`);
     }
+  }
+
+  const [minKey, maxKey] = keys;
+  const min = option[minKey];
+  const max = option[maxKey];
+  if (typeof min === 'number' && typeof max === 'number' && min > max) {
+    errors.add([...path, minKey], 'NUMBER_TYPE_OUT_OF_RANGE', `Must be less than or equal to ${maxKey}.`);
   }
 }
 
@@ -1589,12 +1624,7 @@ function describeCalls(calls: readonly RecordedCall[]): string {
 }
 
 function codePoints(text: string): number {
-  let count = 0;
-  for (const _ of text) {
-    count += 1;
-  }
-
-  return count;
+  return [...text].length;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

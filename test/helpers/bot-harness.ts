@@ -23,6 +23,7 @@ import {
   type PostedInteraction,
 } from '../../src/standins/interaction-signer';
 import { ensureTemporalCli } from '../../src/temporal-cli';
+import { installTemporalLogging } from '../../src/temporal-logging';
 import { BotWorker } from '../../src/worker';
 
 export const APPLICATION_ID = '400000000000000001';
@@ -43,6 +44,7 @@ export async function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 
 /** A real Temporal dev server on free ports, from the project's installed CLI. */
 export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+  installTemporalLogging(createLogger('temporal', process.env['LOG_LEVEL'] ?? 'warn'), 'WARN');
   const path = ensureTemporalCli();
   return TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path }, ip: '127.0.0.1' },
@@ -144,7 +146,8 @@ export class BotHarness {
       options: { prompt, ...send.options },
     });
     const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
-    if (posted.status === 200) {
+    // Discord creates @original from the first answer only; a repeated POST changes nothing there.
+    if (posted.status === 200 && this.discord.originalMessage(issued.token) === undefined) {
       this.discord.acknowledge(issued.token, posted.body as { type: number; data?: { content?: string; flags?: number } });
     }
 
