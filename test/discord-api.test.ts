@@ -112,6 +112,20 @@ test('a later edit keeps the image unless it sends an empty attachments list', a
   assert.equal(original.editCount, 3);
 });
 
+test('acknowledging with a message creates the original, and a response Discord would refuse throws', async (t) => {
+  const { standIn } = await startStandIn(t);
+  const { token } = standIn.issueInteraction({ channelId: CHANNEL_ID, ephemeral: true });
+
+  assert.throws(() => standIn.acknowledge(token, { type: 4, data: {} }), /Cannot send an empty message/);
+  standIn.acknowledge(token, { type: 4, data: { content: 'You already have 2 requests queued' } });
+  assert.throws(() => standIn.acknowledge(token, { type: 5 }), /already been acknowledged/);
+
+  const original = standIn.originalMessage(token);
+  assert.equal(original?.content, 'You already have 2 requests queued');
+  assert.equal(original.flags, 64);
+  assert.equal(original.editCount, 0);
+});
+
 test('an expired token is refused with 401 and code 50027', async (t) => {
   const { standIn, rest } = await startStandIn(t);
   const token = deferredInteraction(standIn);
@@ -300,12 +314,15 @@ test('waitFor times out with a clear error listing the calls it saw', async (t) 
   const { standIn, rest } = await startStandIn(t);
   await rest.get('/nowhere', { auth: false }).catch(() => undefined);
 
-  await assert.rejects(standIn.waitFor((call) => call.method === 'DELETE', 50), (error: unknown) => {
-    assert.ok(error instanceof Error);
-    assert.match(error.message, /no matching Discord call within 50 ms/);
-    assert.match(error.message, /GET \/nowhere -> 404/);
-    return true;
-  });
+  await assert.rejects(
+    standIn.waitFor((call) => call.method === 'DELETE', 50),
+    (error: unknown) => {
+      assert.ok(error instanceof Error);
+      assert.match(error.message, /no matching Discord call within 50 ms/);
+      assert.match(error.message, /GET \/nowhere -> 404/);
+      return true;
+    },
+  );
 });
 
 test('injected 500 and 429 failures are recorded and retried by the REST client', async (t) => {

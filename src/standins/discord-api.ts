@@ -79,10 +79,10 @@ export interface DiscordStandIn {
   issueInteraction(options: { channelId: string; ephemeral?: boolean }): { id: string; token: string };
 
   /**
-   * Records the bot's initial interaction response: type 4 creates `@original` with `data.content`, type 5 creates
-   * an empty "thinking" `@original` (flag 128 until it is edited or filled by the first followup). Flags default to
-   * 64 when the interaction was issued as ephemeral. Throws for an unknown token, a second acknowledgement, an empty
-   * or over-long type 4 response, or any other response type.
+   * Records the bot's initial interaction response: type 4 creates `@original` from `data` (content, and embeds or
+   * components if present), type 5 an empty "thinking" `@original` (flag 128 until it is edited or filled by the
+   * first followup). Flags default to 64 when the interaction was issued as ephemeral. Throws for an unknown token,
+   * a second acknowledgement, a type 4 response Discord would refuse (empty, too long...), or any other type.
    */
   acknowledge(token: string, response: { type: number; data?: { content?: string; flags?: number } }): void;
 
@@ -125,7 +125,7 @@ export async function startDiscordStandIn(options: DiscordStandInOptions): Promi
   return standIn;
 }
 
-const DEFAULT_OPTIONS = {
+const DEFAULTS = {
   port: 0,
   tokenLifetimeMs: 900_000, // 15 min
   retryAfterSeconds: 0.1,
@@ -301,7 +301,11 @@ class DiscordApiStandIn implements DiscordStandIn {
 
   constructor(settings: Settings) {
     this.#settings = settings;
-    this.#app = fastify({ logger: false, forceCloseConnections: true });
+    this.#app = fastify({
+      logger: false,
+      forceCloseConnections: true,
+      frameworkErrors: (error, request, reply) => void this.#answerFailure(error, request, reply),
+    });
     this.#app.removeAllContentTypeParsers();
     this.#app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
     void this.#app.register(multipart, { limits: { fileSize: LIMITS.fileBytes, files: LIMITS.attachments } });
@@ -346,9 +350,9 @@ class DiscordApiStandIn implements DiscordStandIn {
     }
 
     const flags = response.data?.flags ?? (interaction.ephemeral ? MESSAGE_FLAG.ephemeral : 0);
-    const content = response.data?.content ?? '';
     if (response.type === RESPONSE_TYPE.deferredChannelMessage) {
-      this.#acknowledgeWith(interaction, '', flags | MESSAGE_FLAG.loading);
+      const thinking = { content: '', embeds: [], components: [], attachments: [], files: [] };
+      this.#acknowledgeWith(interaction, thinking, flags | MESSAGE_FLAG.loading);
       return;
     }
 
@@ -356,11 +360,16 @@ class DiscordApiStandIn implements DiscordStandIn {
       throw new Error(`acknowledge: response type ${response.type} is not modelled; use 4 or 5`);
     }
 
-    if (content === '' || codePoints(content) > LIMITS.content) {
-      throw new Error(`acknowledge: a type 4 response needs content of 1 to ${LIMITS.content} characters`);
-    }
+    const data: Record<string, unknown> = isRecord(response.data) ? response.data : {};
+    try {
+      this.#acknowledgeWith(interaction, this.#parseMessage(data, [], null).content, flags);
+    } catch (error) {
+      if (error instanceof Rejection) {
+        throw new Error(`acknowledge: Discord would refuse this response: ${JSON.stringify(error.toAnswer().body)}`);
+      }
 
-    this.#acknowledgeWith(interaction, content, flags);
+      throw error;
+    }
   }
 
   expireToken(token: string): void {
@@ -386,7 +395,7 @@ class DiscordApiStandIn implements DiscordStandIn {
 
   waitFor(
     predicate: (call: RecordedCall) => boolean,
-    timeoutMs: number = DEFAULT_OPTIONS.waitForTimeoutMs,
+    timeoutMs: number = DEFAULTS.waitForTimeoutMs,
   ): Promise<RecordedCall> {
     try {
       const seen = this.calls.find(predicate);
@@ -415,7 +424,7 @@ class DiscordApiStandIn implements DiscordStandIn {
     count: number,
     status: number,
     routePrefix?: string,
-    retryAfterSeconds: number = DEFAULT_OPTIONS.retryAfterSeconds,
+    retryAfterSeconds: number = DEFAULTS.retryAfterSeconds,
   ): void {
     if (!Number.isInteger(count) || count < 1) {
       throw new RangeError(`failNext: count must be a positive integer, got ${count}`);
@@ -465,13 +474,9 @@ class DiscordApiStandIn implements DiscordStandIn {
 
     const answer =
       this.#takeInjectedFailure(call) ??
-      answerWith(() => {
-        if (!match) {
-          throw rejections.notFound();
-        }
-
-        return match.route.handle({ params: match.params, authorization: call.authorization, payload, at });
-      });
+      (match
+        ? answerWith(() => match.route.handle({ params: match.params, authorization: call.authorization, payload, at }))
+        : rejections.notFound().toAnswer());
     return this.#send(reply, call, answer);
   }
 
@@ -738,17 +743,14 @@ class DiscordApiStandIn implements DiscordStandIn {
     return { content: merged, flags };
   }
 
-  #acknowledgeWith(interaction: Interaction, content: string, flags: number): void {
-    const message = this.#storeMessage(
-      { content, embeds: [], components: [], attachments: [], files: [] },
-      {
-        channelId: interaction.channelId,
-        type: MESSAGE_TYPE.chatInputCommand,
-        webhookId: this.#settings.applicationId,
-        flags,
-        createdAt: Date.now(),
-      },
-    );
+  #acknowledgeWith(interaction: Interaction, content: MessageContent, flags: number): void {
+    const message = this.#storeMessage(content, {
+      channelId: interaction.channelId,
+      type: MESSAGE_TYPE.chatInputCommand,
+      webhookId: this.#settings.applicationId,
+      flags,
+      createdAt: Date.now(),
+    });
     interaction.acknowledged = true;
     interaction.originalId = message.id;
   }
@@ -809,8 +811,8 @@ class DiscordApiStandIn implements DiscordStandIn {
 }
 
 function normalizeOptions(options: DiscordStandInOptions): Settings {
-  const port = options.port ?? DEFAULT_OPTIONS.port;
-  const tokenLifetimeMs = options.tokenLifetimeMs ?? DEFAULT_OPTIONS.tokenLifetimeMs;
+  const port = options.port ?? DEFAULTS.port;
+  const tokenLifetimeMs = options.tokenLifetimeMs ?? DEFAULTS.tokenLifetimeMs;
   if (typeof options.applicationId !== 'string' || options.applicationId === '') {
     throw new TypeError('startDiscordStandIn: applicationId is required (the bot application id)');
   }

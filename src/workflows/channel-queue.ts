@@ -64,6 +64,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   const averageDurationMs: Record<string, number> = carried?.averageDurationMs ?? {};
   let completed = carried?.completed ?? 0;
   let running: { job: Job; startedAt: number } | null = null;
+  // Bumped whenever the queue changes, to wake whoever shows positions.
+  let queueVersion = 0;
 
   // Every edit of one message goes through its own chain, so a late status can never overwrite the image.
   const messageChains = new Map<string, Promise<void>>();
@@ -109,6 +111,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
 
       const job: Job = { request: withResolvedSeed(request), shownPosition: null, shownAt: 0 };
       waiting.push(job);
+      queueVersion += 1;
       remember(request.requestId);
       log.info('request queued', { requestId: request.requestId, userId: request.userId, position: waiting.length });
       return { status: 'queued', position: waiting.length, duplicate: false };
@@ -192,29 +195,45 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     return runningLeft + (position - 1) * average;
   }
 
-  // Keeps queued messages in step with the queue, throttled: near the front every few seconds,
-  // further back rarely, so that a long queue does not flood Discord.
+  // Keeps queued messages in step with the queue, throttled per message: near the front every few
+  // seconds, further back rarely, so that a long queue does not flood Discord. A request that will
+  // start at once (nothing running) is not shown as queued at all.
   async function refreshPositions(): Promise<void> {
     for (;;) {
-      await condition(() => waiting.some((job, index) => job.shownPosition !== index + 1));
       const now = Date.now();
-      waiting.forEach((job, index) => {
-        const position = index + 1;
-        const interval = position > FAR_POSITION ? FAR_POSITION_REFRESH_MS : POSITION_REFRESH_MS;
-        if (job.shownPosition === position || (job.shownPosition !== null && now - job.shownAt < interval)) {
-          return;
-        }
+      let nextDueAt = Number.POSITIVE_INFINITY;
+      if (running !== null) {
+        waiting.forEach((job, index) => {
+          const position = index + 1;
+          if (job.shownPosition === position) {
+            return;
+          }
 
-        job.shownPosition = position;
-        job.shownAt = now;
-        void showStatus(job.request, {
-          kind: 'queued',
-          position,
-          etaMs: estimatedWaitMs(position, job.request.backend),
-          tokenExpiresAt: job.request.receivedAt + settings.interactionTokenLifetimeMs,
+          const interval = position > FAR_POSITION ? FAR_POSITION_REFRESH_MS : POSITION_REFRESH_MS;
+          const dueAt = job.shownPosition === null ? now : job.shownAt + interval;
+          if (dueAt > now) {
+            nextDueAt = Math.min(nextDueAt, dueAt);
+            return;
+          }
+
+          job.shownPosition = position;
+          job.shownAt = now;
+          void showStatus(job.request, {
+            kind: 'queued',
+            position,
+            etaMs: estimatedWaitMs(position, job.request.backend),
+            tokenExpiresAt: job.request.receivedAt + settings.interactionTokenLifetimeMs,
+          });
         });
-      });
-      await sleep(POSITION_REFRESH_MS);
+      }
+
+      const seen = queueVersion;
+      const changed = () => queueVersion !== seen;
+      if (nextDueAt === Number.POSITIVE_INFINITY) {
+        await condition(changed);
+      } else {
+        await condition(changed, nextDueAt - now);
+      }
     }
   }
 
@@ -327,8 +346,10 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
 
     const job = waiting.shift() as Job;
     running = { job, startedAt: Date.now() };
+    queueVersion += 1;
     await runJob(job);
     running = null;
+    queueVersion += 1;
     messageChains.delete(job.request.requestId);
   }
 }

@@ -1,0 +1,130 @@
+// `npm run demo`: the whole flow offline, in under a minute. A real Temporal dev server (in memory),
+// the real endpoint and worker, and stand-ins for Discord and the GPU. Real interactions are signed
+// with a locally generated key and POSTed to the endpoint; the script prints what Discord users see.
+import { resolve } from 'node:path';
+import { rmSync } from 'node:fs';
+
+import { parseConfig } from '../src/config';
+import { createLogger } from '../src/logger';
+import { startDiscordStandIn } from '../src/standins/discord-api';
+import { startImageServer } from '../src/standins/image-server';
+import {
+  fakeSnowflake,
+  InteractionSigner,
+  postSignedInteraction,
+  slashCommandInteraction,
+} from '../src/standins/interaction-signer';
+import { installTemporalLogging } from '../src/temporal-logging';
+import { ConversationPrinter } from './lib/conversation';
+import { startLocalBot } from './lib/local-bot';
+import { startTemporalDevServer } from './lib/temporal-dev-server';
+
+const APPLICATION_ID = '400000000000000001';
+const CHANNEL_ID = '100000000000000001';
+const OUTPUT_DIR = resolve('demo-output');
+
+async function main(): Promise<void> {
+  const logger = createLogger('demo', process.env['LOG_LEVEL'] ?? 'warn');
+  installTemporalLogging(logger, 'ERROR');
+  rmSync(OUTPUT_DIR, { recursive: true, force: true });
+
+  console.log('Starting a Temporal dev server, the image server and Discord stand-ins, a worker and the endpoint…');
+  const temporal = await startTemporalDevServer();
+  const images = await startImageServer({ delayMs: 1_500 });
+  const discord = await startDiscordStandIn({ applicationId: APPLICATION_ID, botToken: 'demo-bot-token' });
+  const signer = InteractionSigner.generate();
+  const config = parseConfig({
+    defaults: { width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a', negativePrompt: '' },
+    limits: { maxWidth: 1024, maxHeight: 1024, maxSteps: 50 },
+    queue: { retryInitialIntervalMs: 500 },
+    backends: { local: { type: 'a1111', url: images.url, capacity: 1 } },
+    channels: { [CHANNEL_ID]: { backend: 'local' } },
+  });
+  const bot = await startLocalBot({
+    temporalAddress: temporal.address,
+    namespace: 'default',
+    config,
+    discordApiBase: discord.url,
+    botToken: 'demo-bot-token',
+    publicKeyHex: signer.publicKeyHex,
+    host: '127.0.0.1',
+    port: 0,
+    imageDir: resolve('.data', 'demo-images'),
+    logger,
+  });
+  console.log(`Endpoint ${bot.endpointUrl} · Temporal ${temporal.address} · Temporal UI ${temporal.uiUrl}\n`);
+
+  const conversation = new ConversationPrinter(discord, OUTPUT_DIR);
+  conversation.start();
+
+  const send = async (user: string, options: Record<string, string | number>, userId: string) => {
+    const issued = discord.issueInteraction({ channelId: CHANNEL_ID });
+    const summary = Object.entries(options)
+      .map(([name, value]) => `${name}:${value}`)
+      .join(' ');
+    const label = `${user}: /generate ${summary}`;
+    conversation.label(issued.token, label);
+    const interaction = slashCommandInteraction({
+      ...issued,
+      applicationId: APPLICATION_ID,
+      channelId: CHANNEL_ID,
+      user: { id: userId, username: user },
+      options,
+    });
+    const answer = await postSignedInteraction(bot.endpointUrl, signer, interaction);
+    const response = answer.body as { type: number; data?: { content?: string; flags?: number } };
+    if (answer.status === 200) {
+      discord.acknowledge(issued.token, response);
+    }
+
+    const shown =
+      response.type === 5
+        ? '“SD Bot is thinking…” (deferred)'
+        : response.type === 4
+          ? `only you can see this: ${response.data?.content ?? ''}`
+          : JSON.stringify(response);
+    conversation.say(`[${label}] answered in ${answer.elapsedMs.toFixed(0)} ms: ${shown}`);
+    return issued.token;
+  };
+
+  const ping = await postSignedInteraction(bot.endpointUrl, signer, {
+    id: fakeSnowflake(),
+    application_id: APPLICATION_ID,
+    type: 1,
+    token: 'ping',
+    version: 1,
+  });
+  conversation.say(`[Discord] PING answered ${ping.status} ${JSON.stringify(ping.body)}`);
+
+  const forged = await postSignedInteraction(bot.endpointUrl, InteractionSigner.generate(), { type: 1 });
+  conversation.say(`[Discord] a request signed with the wrong key is refused: HTTP ${forged.status}`);
+
+  images.failNext(1, 500);
+  conversation.say('[image server] the next generation will fail once, to show a retry');
+  const tokens = [
+    await send('alice', { prompt: 'a lighthouse on a cliff at dusk [blurry, text]', width: 768, height: 512 }, '500000000000000001'),
+    await send('bob', { prompt: 'a red fox in fresh snow', seed: 42, steps: 30 }, '500000000000000002'),
+    await send('alice', { prompt: 'a tiny robot watering plants', sampler: 'DPM++ 2M' }, '500000000000000001'),
+  ];
+  await send('carol', { prompt: 'a poster', width: 3000 }, '500000000000000003');
+  await send('alice', { prompt: 'one too many' }, '500000000000000001');
+
+  for (const token of tokens) {
+    await discord.waitFor((call) => call.token === token && call.files.length > 0 && call.status === 200, 45_000);
+  }
+
+  conversation.stop();
+  console.log(`\nDone: ${tokens.length} images delivered, saved in ${OUTPUT_DIR}. Cleaning up…`);
+  await bot.stop();
+  await discord.close();
+  await images.close();
+  await temporal.stop();
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error('demo failed:', error instanceof Error ? error.message : error);
+    process.exit(1);
+  },
+);
