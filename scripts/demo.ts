@@ -102,7 +102,11 @@ async function main(): Promise<void> {
   images.failNext(1, 500);
   conversation.say('[image server] the next generation will fail once, to show a retry');
   const tokens = [
-    await send('alice', { prompt: 'a lighthouse on a cliff at dusk [blurry, text]', width: 768, height: 512 }, '500000000000000001'),
+    await send(
+      'alice',
+      { prompt: 'a lighthouse on a cliff at dusk [blurry, text]', width: 768, height: 512 },
+      '500000000000000001',
+    ),
     await send('bob', { prompt: 'a red fox in fresh snow', seed: 42, steps: 30 }, '500000000000000002'),
     await send('alice', { prompt: 'a tiny robot watering plants', sampler: 'DPM++ 2M' }, '500000000000000001'),
   ];

@@ -9,11 +9,7 @@ import { loadDotEnv, readEnvironment } from '../src/environment';
 import { createLogger } from '../src/logger';
 import { startDiscordStandIn, type DiscordStandIn } from '../src/standins/discord-api';
 import { startImageServer, type ImageServerStandIn } from '../src/standins/image-server';
-import {
-  InteractionSigner,
-  postSignedInteraction,
-  slashCommandInteraction,
-} from '../src/standins/interaction-signer';
+import { InteractionSigner, postSignedInteraction, slashCommandInteraction } from '../src/standins/interaction-signer';
 import { installTemporalLogging } from '../src/temporal-logging';
 import { ConversationPrinter } from './lib/conversation';
 import { startLocalBot } from './lib/local-bot';
@@ -120,7 +116,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void stop());
 
   if (!localDiscord || discord === undefined || signer === undefined) {
-    console.log('\nPoint your Discord application\'s Interactions Endpoint URL at the endpoint (through a tunnel');
+    console.log("\nPoint your Discord application's Interactions Endpoint URL at the endpoint (through a tunnel");
     console.log('such as cloudflared or ngrok when this machine is not public). Ctrl-C stops everything.');
     return;
   }

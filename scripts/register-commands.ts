@@ -9,7 +9,11 @@ import { loadDotEnv, readEnvironment, required } from '../src/environment';
 /** Every command the bot answers, in the shape Discord's bulk-overwrite route takes. */
 export const COMMANDS = [GENERATE_COMMAND];
 
-export async function registerCommands(output: DiscordOutput, applicationId: string, guildId?: string): Promise<unknown> {
+export async function registerCommands(
+  output: DiscordOutput,
+  applicationId: string,
+  guildId?: string,
+): Promise<unknown> {
   return output.putCommands(applicationId, COMMANDS, guildId);
 }
 

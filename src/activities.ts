@@ -4,7 +4,13 @@ import { ApplicationFailure } from '@temporalio/common';
 import { A1111Client, ImageServerError } from './backends/a1111';
 import type { BotConfig } from './config';
 import { DiscordOutputError, type DiscordOutput } from './discord/discord-output';
-import { renderImageEmbed, renderImageMessage, renderStatus, type ImageDetails, type RequestStatus } from './discord/messages';
+import {
+  renderImageEmbed,
+  renderImageMessage,
+  renderStatus,
+  type ImageDetails,
+  type RequestStatus,
+} from './discord/messages';
 import type { ImageStore } from './image-store';
 import type { Logger } from './logger';
 import type { GenerationSettings } from './shared';
@@ -78,7 +84,10 @@ export function createActivities(deps: ActivityDependencies) {
     async generateImage(input: GenerateImageInput): Promise<GenerateImageResult> {
       const backend = deps.config.backends[input.backend];
       if (backend === undefined) {
-        throw ApplicationFailure.nonRetryable(`backend "${input.backend}" is not configured`, FailureType.unknownBackend);
+        throw ApplicationFailure.nonRetryable(
+          `backend "${input.backend}" is not configured`,
+          FailureType.unknownBackend,
+        );
       }
 
       const client = new A1111Client(backend.url);
@@ -131,9 +140,12 @@ export function createActivities(deps: ActivityDependencies) {
       }
 
       try {
-        await deps.discord.editOriginal(input.applicationId, input.interactionToken, renderImageMessage(input.details), [
-          { name: input.details.filename, data: png, contentType: 'image/png' },
-        ]);
+        await deps.discord.editOriginal(
+          input.applicationId,
+          input.interactionToken,
+          renderImageMessage(input.details),
+          [{ name: input.details.filename, data: png, contentType: 'image/png' }],
+        );
       } catch (error) {
         throw toDiscordFailure(error);
       }
@@ -183,7 +195,9 @@ function toGenerationFailure(error: unknown): ApplicationFailure {
   if (error instanceof ImageServerError) {
     return error.retryable
       ? ApplicationFailure.retryable(error.message, FailureType.imageServerFailed, { status: error.status ?? null })
-      : ApplicationFailure.nonRetryable(error.message, FailureType.imageServerRejected, { status: error.status ?? null });
+      : ApplicationFailure.nonRetryable(error.message, FailureType.imageServerRejected, {
+          status: error.status ?? null,
+        });
   }
 
   const message = error instanceof Error ? error.message : String(error);

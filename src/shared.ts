@@ -53,8 +53,7 @@ export interface ChannelQueueSettings {
 }
 
 export type EnqueueResult =
-  | { status: 'queued'; position: number; duplicate: boolean }
-  | { status: 'rejected'; reason: string };
+  { status: 'queued'; position: number; duplicate: boolean } | { status: 'rejected'; reason: string };
 
 export interface QueueSnapshot {
   running: Array<{ requestId: string; userId: string; prompt: string }>;

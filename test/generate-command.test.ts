@@ -73,7 +73,9 @@ test('a prompt that is only brackets is refused as empty', () => {
 });
 
 test('the registered command carries the same bounds the endpoint enforces', () => {
-  const byName = new Map<string, Record<string, unknown>>(GENERATE_COMMAND.options.map((option) => [option.name, option]));
+  const byName = new Map<string, Record<string, unknown>>(
+    GENERATE_COMMAND.options.map((option) => [option.name, option]),
+  );
   assert.equal(byName.get('prompt')?.['max_length'], OPTION_BOUNDS.promptLength);
   const steps = byName.get('steps') as { min_value: number; max_value: number };
   assert.equal(steps.max_value, OPTION_BOUNDS.stepsMax);

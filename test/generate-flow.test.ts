@@ -24,8 +24,9 @@ function field(embed: Embed | undefined, name: string): string | undefined {
   return embed?.fields?.find((f) => f.name === name)?.value;
 }
 
-const isImageEdit = (token: string) => (call: { route: string; token: string | null; files: unknown[]; status: number }) =>
-  call.route.startsWith('PATCH') && call.token === token && call.files.length > 0 && call.status === 200;
+const isImageEdit =
+  (token: string) => (call: { route: string; token: string | null; files: unknown[]; status: number }) =>
+    call.route.startsWith('PATCH') && call.token === token && call.files.length > 0 && call.status === 200;
 
 describe('a signed /generate through the real endpoint and Temporal', () => {
   let env: TestWorkflowEnvironment;
@@ -102,7 +103,11 @@ describe('a signed /generate through the real endpoint and Temporal', () => {
     });
     const body = JSON.stringify(interaction);
 
-    const unsigned = await fetch(bot.endpointUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const unsigned = await fetch(bot.endpointUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
     assert.equal(unsigned.status, 401);
 
     const headers = bot.signer.sign(body);
@@ -113,7 +118,12 @@ describe('a signed /generate through the real endpoint and Temporal', () => {
     });
     assert.equal(tampered.status, 401);
 
-    const replayed = await postSignedInteraction(bot.endpointUrl, bot.signer, interaction, bot.signer.sign(body, Math.floor(Date.now() / 1_000) - 600));
+    const replayed = await postSignedInteraction(
+      bot.endpointUrl,
+      bot.signer,
+      interaction,
+      bot.signer.sign(body, Math.floor(Date.now() / 1_000) - 600),
+    );
     assert.equal(replayed.status, 401);
 
     await assert.rejects(env.client.workflow.getHandle(channelWorkflowId(channelId)).describe(), /not found/i);

@@ -26,7 +26,10 @@ test('a changed body, a changed timestamp or another key is invalid', () => {
   const signature = headers['x-signature-ed25519'];
   const timestamp = headers['x-signature-timestamp'] as string;
   assert.equal(verifyInteractionSignature(key, Buffer.from(`${body} `), signature, timestamp, nowMs), 'invalid');
-  assert.equal(verifyInteractionSignature(key, Buffer.from(body), signature, String(Number(timestamp) + 1), nowMs), 'invalid');
+  assert.equal(
+    verifyInteractionSignature(key, Buffer.from(body), signature, String(Number(timestamp) + 1), nowMs),
+    'invalid',
+  );
 
   const otherKey = parsePublicKey(InteractionSigner.generate().publicKeyHex);
   assert.equal(verifyInteractionSignature(otherKey, Buffer.from(body), signature, timestamp, nowMs), 'invalid');

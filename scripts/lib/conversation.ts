@@ -57,7 +57,9 @@ export class ConversationPrinter {
   #show(call: RecordedCall): void {
     const who = (call.token !== null ? this.#labels.get(call.token) : undefined) ?? call.route;
     if (call.status >= 400) {
-      this.print(`${this.#clock(call.at)} [${who}] Discord refused ${call.method} with ${call.status} (the bot retries)`);
+      this.print(
+        `${this.#clock(call.at)} [${who}] Discord refused ${call.method} with ${call.status} (the bot retries)`,
+      );
       return;
     }
 

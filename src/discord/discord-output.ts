@@ -99,7 +99,14 @@ export class DiscordOutput {
     files: MessageFile[] = [],
   ): Promise<void> {
     if (!this.#hasBotToken) {
-      throw new DiscordOutputError('no bot token configured (DISCORD_TOKEN)', 'rejected', null, null, 'POST', 'channel');
+      throw new DiscordOutputError(
+        'no bot token configured (DISCORD_TOKEN)',
+        'rejected',
+        null,
+        null,
+        'POST',
+        'channel',
+      );
     }
 
     await this.#send('POST', 'POST /channels/:channel/messages', () =>
@@ -153,14 +160,7 @@ function toOutputError(error: unknown, method: string, route: string): DiscordOu
   }
 
   if (error instanceof RateLimitError) {
-    return new DiscordOutputError(
-      `rate limited for ${error.retryAfter} ms`,
-      'rate-limited',
-      429,
-      null,
-      method,
-      route,
-    );
+    return new DiscordOutputError(`rate limited for ${error.retryAfter} ms`, 'rate-limited', 429, null, method, route);
   }
 
   if (error instanceof HTTPError) {

@@ -137,7 +137,12 @@ export function parseGenerateOptions(
     problems.push('`prompt` is empty: describe what to draw.');
   }
 
-  const width = integer('width', OPTION_BOUNDS.sizeMin, Math.min(limits.maxWidth, OPTION_BOUNDS.sizeMax), defaults.width);
+  const width = integer(
+    'width',
+    OPTION_BOUNDS.sizeMin,
+    Math.min(limits.maxWidth, OPTION_BOUNDS.sizeMax),
+    defaults.width,
+  );
   const height = integer(
     'height',
     OPTION_BOUNDS.sizeMin,
@@ -153,7 +158,12 @@ export function parseGenerateOptions(
     }
   }
 
-  const steps = integer('steps', OPTION_BOUNDS.stepsMin, Math.min(limits.maxSteps, OPTION_BOUNDS.stepsMax), defaults.steps);
+  const steps = integer(
+    'steps',
+    OPTION_BOUNDS.stepsMin,
+    Math.min(limits.maxSteps, OPTION_BOUNDS.stepsMax),
+    defaults.steps,
+  );
   const seed = integer('seed', 0, OPTION_BOUNDS.seedMax, -1);
   const sampler = text('sampler', OPTION_BOUNDS.samplerLength)?.trim() || defaults.sampler;
 
@@ -163,7 +173,9 @@ export function parseGenerateOptions(
     if (typeof cfgValue !== 'number' || !Number.isFinite(cfgValue)) {
       problems.push('`cfg_scale` must be a number.');
     } else if (cfgValue < OPTION_BOUNDS.cfgMin || cfgValue > OPTION_BOUNDS.cfgMax) {
-      problems.push(`\`cfg_scale\` must be between ${OPTION_BOUNDS.cfgMin} and ${OPTION_BOUNDS.cfgMax} (got ${cfgValue}).`);
+      problems.push(
+        `\`cfg_scale\` must be between ${OPTION_BOUNDS.cfgMin} and ${OPTION_BOUNDS.cfgMax} (got ${cfgValue}).`,
+      );
     } else {
       cfgScale = cfgValue;
     }

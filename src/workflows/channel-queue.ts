@@ -7,7 +7,6 @@ import {
   log,
   proxyActivities,
   setHandler,
-  sleep,
   TimeoutFailure,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -85,8 +84,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   });
 
   const activeCountOf = (userId: string): number =>
-    waiting.filter((job) => job.request.userId === userId).length +
-    (running?.job.request.userId === userId ? 1 : 0);
+    waiting.filter((job) => job.request.userId === userId).length + (running?.job.request.userId === userId ? 1 : 0);
   const positionOf = (requestId: string): number => {
     const index = waiting.findIndex((job) => job.request.requestId === requestId);
     return index === -1 ? 0 : index + 1;
@@ -239,7 +237,11 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
 
   async function runJob(job: Job): Promise<void> {
     const { request } = job;
-    const statusShown = showStatus(request, { kind: 'generating', settings: request.settings, backend: request.backend });
+    const statusShown = showStatus(request, {
+      kind: 'generating',
+      settings: request.settings,
+      backend: request.backend,
+    });
 
     let result: GenerateImageResult;
     try {

@@ -148,7 +148,10 @@ export class BotHarness {
     const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
     // Discord creates @original from the first answer only; a repeated POST changes nothing there.
     if (posted.status === 200 && this.discord.originalMessage(issued.token) === undefined) {
-      this.discord.acknowledge(issued.token, posted.body as { type: number; data?: { content?: string; flags?: number } });
+      this.discord.acknowledge(
+        issued.token,
+        posted.body as { type: number; data?: { content?: string; flags?: number } },
+      );
     }
 
     return { ...posted, ...issued };
