@@ -4,10 +4,11 @@ import { parseArgs } from 'node:util';
 
 import { DiscordOutput } from '../src/discord/discord-output';
 import { GENERATE_COMMAND } from '../src/discord/generate-command';
+import { QUEUE_COMMAND } from '../src/discord/queue-command';
 import { loadDotEnv, readEnvironment, required } from '../src/environment';
 
 /** Every command the bot answers, in the shape Discord's bulk-overwrite route takes. */
-export const COMMANDS = [GENERATE_COMMAND];
+export const COMMANDS = [GENERATE_COMMAND, QUEUE_COMMAND];
 
 export async function registerCommands(
   output: DiscordOutput,

@@ -1,4 +1,4 @@
-import { activityInfo, Context } from '@temporalio/activity';
+import { activityInfo, CancelledFailure, Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 
 import { A1111Client, ImageServerError } from './backends/a1111';
@@ -13,7 +13,14 @@ import {
 } from './discord/messages';
 import type { ImageStore } from './image-store';
 import type { Logger } from './logger';
-import type { GenerationSettings } from './shared';
+import {
+  acquireLeaseSignal,
+  backendWorkflowId,
+  TASK_QUEUE,
+  type GenerationSettings,
+  type LeaseRequest,
+} from './shared';
+import type { backendLeaseWorkflow } from './workflows/backend-lease';
 
 /** Failure types the workflow tells apart; stable, they appear in the Temporal UI. */
 export const FailureType = {
@@ -101,6 +108,12 @@ export function createActivities(deps: ActivityDependencies) {
       }, heartbeatIntervalMs);
       context.heartbeat({ fraction: 0 });
 
+      // Cancel (the button) reaches this activity through its heartbeats; stop the server's work too.
+      const onCancel = () => {
+        client.interrupt().catch(() => undefined);
+      };
+      context.cancellationSignal.addEventListener('abort', onCancel, { once: true });
+
       try {
         const image = await client.txt2img(input.settings, { signal: context.cancellationSignal });
         await deps.imageStore.put(input.requestId, image.png);
@@ -117,10 +130,33 @@ export function createActivities(deps: ActivityDependencies) {
           deliveryTaskQueue: deps.workerTaskQueue,
         };
       } catch (error) {
+        if (context.cancellationSignal.aborted) {
+          throw new CancelledFailure('generation cancelled; the image server was interrupted');
+        }
+
         throw toGenerationFailure(error);
       } finally {
         clearInterval(heartbeat);
+        context.cancellationSignal.removeEventListener('abort', onCancel);
       }
+    },
+
+    /**
+     * Asks the backend's lease workflow for a slot, starting that workflow if it is not running.
+     * The grant arrives later as a signal to the asking channel workflow.
+     */
+    async requestLease(input: LeaseRequest & { backend: string }): Promise<void> {
+      const { backend, ...lease } = input;
+      await Context.current().client.workflow.signalWithStart<typeof backendLeaseWorkflow, [LeaseRequest]>(
+        'backendLeaseWorkflow',
+        {
+          workflowId: backendWorkflowId(backend),
+          taskQueue: TASK_QUEUE,
+          args: [{ backend, capacity: lease.capacity }],
+          signal: acquireLeaseSignal,
+          signalArgs: [lease],
+        },
+      );
     },
 
     /** Shows a request's status by editing its original response. */

@@ -63,6 +63,7 @@ const queueSchema = z
     generationTimeoutMs: positiveInt.default(600_000), // 10 min, kept alive by heartbeats
     generationAttempts: positiveInt.default(3),
     retryInitialIntervalMs: positiveInt.default(2_000),
+    heartbeatTimeoutMs: positiveInt.default(30_000), // 30 s
   })
   .strict();
 

@@ -1,23 +1,35 @@
 import type { Client } from '@temporalio/client';
-import { WithStartWorkflowOperation, WorkflowUpdateFailedError } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import {
+  ComponentType,
   InteractionResponseType,
   InteractionType,
   MessageFlags,
+  PermissionFlagsBits,
+  type APIApplicationCommandInteractionDataOption,
   type APIInteraction,
   type APIInteractionResponse,
+  type APIMessageComponentInteraction,
 } from 'discord-api-types/v10';
 
-import { resolveChannel, type BotConfig } from './config';
+import { resolveChannel, type BotConfig, type ResolvedChannel } from './config';
 import { GENERATE_COMMAND, parseGenerateOptions } from './discord/generate-command';
+import { settingsFromEmbed } from './discord/messages';
+import { QUEUE_COMMAND, renderQueue } from './discord/queue-command';
 import type { Logger } from './logger';
 import {
+  cancelUpdate,
   channelWorkflowId,
   enqueueUpdate,
+  parseCustomId,
+  queueQuery,
+  SEARCH_ATTRIBUTES,
   TASK_QUEUE,
   type ChannelQueueSettings,
   type EnqueueResult,
   type GenerateRequest,
+  type GenerationSettings,
+  type QueueSnapshot,
 } from './shared';
 import type { channelQueueWorkflow } from './workflows/channel-queue';
 
@@ -27,8 +39,12 @@ export interface InteractionHandlerDependencies {
   logger: Logger;
   /** How long Temporal may take to accept a request before Discord is told it failed, in ms. */
   enqueueTimeoutMs?: number;
+  /** Whether the bot's search attributes are registered on the Temporal namespace. */
+  searchAttributes?: boolean;
   now?: () => number;
 }
+
+type UserLike = { id: string; username: string; global_name?: string | null };
 
 /** Decides the answer to one verified interaction. The HTTP layer has already checked the signature. */
 export class InteractionHandler {
@@ -39,7 +55,7 @@ export class InteractionHandler {
   constructor(deps: InteractionHandlerDependencies) {
     this.#deps = deps;
     this.#enqueueTimeoutMs = deps.enqueueTimeoutMs ?? 2_000;
-    this.#queueSettings = { ...deps.config.queue };
+    this.#queueSettings = { ...deps.config.queue, searchAttributes: deps.searchAttributes ?? false };
   }
 
   async handle(interaction: APIInteraction): Promise<APIInteractionResponse> {
@@ -52,7 +68,14 @@ export class InteractionHandler {
           return this.#generate(interaction, interaction.data.options);
         }
 
+        if (interaction.data.name === QUEUE_COMMAND.name) {
+          return this.#showQueue(interaction);
+        }
+
         return ephemeral(`Unknown command \`/${interaction.data.name}\`.`);
+
+      case InteractionType.MessageComponent:
+        return this.#component(interaction);
 
       case InteractionType.ApplicationCommandAutocomplete:
         return { type: InteractionResponseType.ApplicationCommandAutocompleteResult, data: { choices: [] } };
@@ -64,28 +87,85 @@ export class InteractionHandler {
 
   async #generate(
     interaction: APIInteraction,
-    options: Parameters<typeof parseGenerateOptions>[0],
+    options: APIApplicationCommandInteractionDataOption[] | undefined,
   ): Promise<APIInteractionResponse> {
+    const context = this.#context(interaction);
+    if ('refusal' in context) {
+      return context.refusal;
+    }
+
+    const parsed = parseGenerateOptions(options, context.channel.defaults, context.channel.limits);
+    if (!parsed.ok) {
+      context.log.info({ problems: parsed.problems.length }, 'generate refused: invalid options');
+      return ephemeral(['That request cannot be run:', ...parsed.problems.map((p) => `• ${p}`)].join('\n'));
+    }
+
+    return this.#submit(interaction, context, parsed.settings);
+  }
+
+  /** Re-roll: the finished image's settings, read back from its embed, with a new seed, as a new request. */
+  async #reroll(interaction: APIMessageComponentInteraction): Promise<APIInteractionResponse> {
+    const context = this.#context(interaction);
+    if ('refusal' in context) {
+      return context.refusal;
+    }
+
+    const previous = settingsFromEmbed(interaction.message.embeds[0]);
+    if (previous === undefined) {
+      return ephemeral('This message has no image settings to re-roll.');
+    }
+
+    // Checked again: the channel's limits may have changed since the image was made.
+    const options = [
+      { name: 'prompt', value: previous.prompt },
+      { name: 'negative', value: previous.negativePrompt },
+      { name: 'width', value: previous.width },
+      { name: 'height', value: previous.height },
+      { name: 'steps', value: previous.steps },
+      { name: 'sampler', value: previous.sampler },
+      { name: 'cfg_scale', value: previous.cfgScale },
+    ] as APIApplicationCommandInteractionDataOption[];
+    const parsed = parseGenerateOptions(options, context.channel.defaults, context.channel.limits);
+    if (!parsed.ok) {
+      return ephemeral(['This image cannot be re-rolled here any more:', ...parsed.problems].join('\n'));
+    }
+
+    const settings: GenerationSettings = { ...parsed.settings, seed: -1 };
+    if (previous.model !== undefined) {
+      settings.model = previous.model;
+    }
+
+    return this.#submit(interaction, context, settings);
+  }
+
+  #context(
+    interaction: APIInteraction,
+  ):
+    | { refusal: APIInteractionResponse }
+    | { channelId: string; user: UserLike; channel: ResolvedChannel; log: Logger; receivedAt: number } {
     const receivedAt = (this.#deps.now ?? Date.now)();
     const channelId = interaction.channel_id ?? interaction.channel?.id;
     const user = interaction.member?.user ?? interaction.user;
     const log = this.#deps.logger.child({ interactionId: interaction.id, channelId, userId: user?.id });
     if (channelId === undefined || user === undefined) {
-      return ephemeral('This command only works in a server channel or a DM with the bot.');
+      return { refusal: ephemeral('This only works in a server channel or a DM with the bot.') };
     }
 
     const channel = resolveChannel(this.#deps.config, channelId);
     if (channel === undefined) {
-      log.info('generate refused: channel not enabled');
-      return ephemeral('Image generation is not enabled in this channel.');
+      log.info('refused: channel not enabled');
+      return { refusal: ephemeral('Image generation is not enabled in this channel.') };
     }
 
-    const parsed = parseGenerateOptions(options, channel.defaults, channel.limits);
-    if (!parsed.ok) {
-      log.info({ problems: parsed.problems.length }, 'generate refused: invalid options');
-      return ephemeral(['That request cannot be run:', ...parsed.problems.map((p) => `• ${p}`)].join('\n'));
-    }
+    return { channelId, user, channel, log, receivedAt };
+  }
 
+  async #submit(
+    interaction: APIInteraction,
+    context: { channelId: string; user: UserLike; channel: ResolvedChannel; log: Logger; receivedAt: number },
+    settings: GenerationSettings,
+  ): Promise<APIInteractionResponse> {
+    const { channelId, user, channel, log, receivedAt } = context;
     const request: GenerateRequest = {
       requestId: interaction.id,
       applicationId: interaction.application_id,
@@ -95,7 +175,8 @@ export class InteractionHandler {
       userId: user.id,
       userName: user.global_name ?? user.username,
       backend: channel.backendName,
-      settings: parsed.settings,
+      backendCapacity: channel.backend.capacity,
+      settings,
       receivedAt,
       acceptBefore: receivedAt + this.#enqueueTimeoutMs,
     };
@@ -122,6 +203,77 @@ export class InteractionHandler {
     return { type: InteractionResponseType.DeferredChannelMessageWithSource };
   }
 
+  async #component(interaction: APIMessageComponentInteraction): Promise<APIInteractionResponse> {
+    const action =
+      interaction.data.component_type === ComponentType.Button ? parseCustomId(interaction.data.custom_id) : undefined;
+    if (action === undefined) {
+      return ephemeral('This button is not supported.');
+    }
+
+    if (action.action === 'reroll') {
+      return this.#reroll(interaction);
+    }
+
+    const channelId = interaction.channel_id ?? interaction.channel?.id;
+    const user = interaction.member?.user ?? interaction.user;
+    if (channelId === undefined || user === undefined) {
+      return ephemeral('This only works in a server channel or a DM with the bot.');
+    }
+
+    const canManageMessages =
+      interaction.member !== undefined &&
+      (BigInt(interaction.member.permissions) & PermissionFlagsBits.ManageMessages) ===
+        PermissionFlagsBits.ManageMessages;
+    const log = this.#deps.logger.child({ interactionId: interaction.id, channelId, userId: user.id });
+    try {
+      const handle = this.#deps.temporal.workflow.getHandle(channelWorkflowId(channelId));
+      const result = await this.#deps.temporal.withAbortSignal(AbortSignal.timeout(this.#enqueueTimeoutMs), () =>
+        handle.executeUpdate(cancelUpdate, {
+          args: [{ requestId: action.requestId, userId: user.id, canManageMessages }],
+        }),
+      );
+      log.info({ requestId: action.requestId, result: result.status }, 'cancel answered');
+      switch (result.status) {
+        case 'cancelled':
+          return ephemeral(result.wasRunning ? 'Stopping the generation.' : 'Removed from the queue.');
+        case 'forbidden':
+          return ephemeral('Only the person who asked for this image, or a moderator, can cancel it.');
+        case 'not-found':
+          return ephemeral('This request has already finished.');
+      }
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) {
+        return ephemeral('This request has already finished.');
+      }
+
+      log.error({ err: describeError(error) }, 'cancel failed');
+      return ephemeral('The image queue is unavailable right now; please try again in a moment.');
+    }
+  }
+
+  async #showQueue(interaction: APIInteraction): Promise<APIInteractionResponse> {
+    const channelId = interaction.channel_id ?? interaction.channel?.id;
+    const user = interaction.member?.user ?? interaction.user;
+    if (channelId === undefined || user === undefined) {
+      return ephemeral('This only works in a server channel.');
+    }
+
+    let snapshot: QueueSnapshot | undefined;
+    try {
+      const handle = this.#deps.temporal.workflow.getHandle(channelWorkflowId(channelId));
+      snapshot = await this.#deps.temporal.withAbortSignal(AbortSignal.timeout(this.#enqueueTimeoutMs), () =>
+        handle.query(queueQuery),
+      );
+    } catch (error) {
+      if (!(error instanceof WorkflowNotFoundError)) {
+        this.#deps.logger.error({ err: describeError(error), channelId }, 'queue query failed');
+        return ephemeral('The image queue is unavailable right now; please try again in a moment.');
+      }
+    }
+
+    return ephemeral(renderQueue(snapshot, user.id, (this.#deps.now ?? Date.now)()));
+  }
+
   /** Creates the channel's workflow if needed and adds the request to it, in one durable call. */
   async #enqueue(request: GenerateRequest): Promise<EnqueueResult> {
     const { temporal } = this.#deps;
@@ -130,6 +282,14 @@ export class InteractionHandler {
       taskQueue: TASK_QUEUE,
       workflowIdConflictPolicy: 'USE_EXISTING',
       args: [{ channelId: request.channelId, settings: this.#queueSettings }],
+      ...(this.#queueSettings.searchAttributes
+        ? {
+            typedSearchAttributes: [
+              { key: SEARCH_ATTRIBUTES.channelId, value: request.channelId },
+              ...(request.guildId === null ? [] : [{ key: SEARCH_ATTRIBUTES.guildId, value: request.guildId }]),
+            ],
+          }
+        : {}),
     });
 
     const signal = AbortSignal.timeout(this.#enqueueTimeoutMs);

@@ -5,6 +5,7 @@ import { loadConfig } from './config';
 import { parsePublicKey } from './discord/signature';
 import { loadDotEnv, readEnvironment, required } from './environment';
 import { createLogger } from './logger';
+import { ensureSearchAttributes } from './search-attributes';
 import { buildServer } from './server';
 
 async function main(): Promise<void> {
@@ -16,7 +17,8 @@ async function main(): Promise<void> {
 
   const connection = await Connection.connect({ address: env.temporalAddress });
   const temporal = new Client({ connection, namespace: env.temporalNamespace });
-  const app = buildServer({ config, publicKey, temporal, logger });
+  const searchAttributes = await ensureSearchAttributes(connection, env.temporalNamespace, logger);
+  const app = buildServer({ config, publicKey, temporal, logger, searchAttributes });
   await app.listen({ host: env.host, port: env.port });
 
   const stop = async (signal: string): Promise<void> => {

@@ -17,6 +17,8 @@ export interface ServerDependencies {
   logger: Logger;
   /** How long Temporal may take to accept a request before Discord is told it failed, in ms. Default 2000. */
   enqueueTimeoutMs?: number;
+  /** Whether the bot's search attributes are registered (see `ensureSearchAttributes`). */
+  searchAttributes?: boolean;
   now?: () => number;
 }
 

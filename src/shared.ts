@@ -1,6 +1,7 @@
 // Names and message definitions shared by the endpoint, the workers and the workflow.
 // Imported by workflow code, so it must stay free of Node built-ins and I/O.
-import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import { defineSearchAttributeKey } from '@temporalio/common';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 
 /** The task queue that every worker polls for channel workflows and their activities. */
 export const TASK_QUEUE = 'sd-discord-bot';
@@ -9,6 +10,18 @@ export const TASK_QUEUE = 'sd-discord-bot';
 export function channelWorkflowId(channelId: string): string {
   return `channel-${channelId}`;
 }
+
+/** One backend, one lease workflow: it hands out the backend's capacity to every channel and worker. */
+export function backendWorkflowId(backend: string): string {
+  return `backend-${backend}`;
+}
+
+/** Search attributes that let an operator find a channel's workflow, and the channels a user is waiting in. */
+export const SEARCH_ATTRIBUTES = {
+  channelId: defineSearchAttributeKey('SdChannelId', 'KEYWORD'),
+  guildId: defineSearchAttributeKey('SdGuildId', 'KEYWORD'),
+  userIds: defineSearchAttributeKey('SdUserIds', 'KEYWORD_LIST'),
+} as const;
 
 /** What the image server is asked to draw. A seed of -1 never reaches a job: the workflow picks one. */
 export interface GenerationSettings {
@@ -35,6 +48,8 @@ export interface GenerateRequest {
   userId: string;
   userName: string;
   backend: string;
+  /** How many generations the backend runs at once (config `capacity`), for the estimated wait. */
+  backendCapacity: number;
   settings: GenerationSettings;
   /** Epoch ms when the endpoint received the interaction. */
   receivedAt: number;
@@ -50,15 +65,41 @@ export interface ChannelQueueSettings {
   generationTimeoutMs: number;
   generationAttempts: number;
   retryInitialIntervalMs: number;
+  /** A generation that has not heartbeated for this long is taken to be on a dead worker. */
+  heartbeatTimeoutMs: number;
+  /** Whether the SdUserIds search attribute is registered and kept up to date. */
+  searchAttributes: boolean;
 }
 
 export type EnqueueResult =
   { status: 'queued'; position: number; duplicate: boolean } | { status: 'rejected'; reason: string };
 
 export interface QueueSnapshot {
-  running: Array<{ requestId: string; userId: string; prompt: string }>;
+  running: Array<{ requestId: string; userId: string; prompt: string; startedAt: number }>;
   waiting: Array<{ requestId: string; userId: string; position: number }>;
   completed: number;
+  /** Recent requests whose image could not be delivered (token expired and no bot token, or Discord refused). */
+  undeliverable: Array<{ requestId: string; userId: string; reason: string }>;
+  /** Estimated wait for the next request to start, in ms, or null before anything was measured. */
+  etaMs: number | null;
+}
+
+export interface CancelRequest {
+  requestId: string;
+  /** Who pressed Cancel. */
+  userId: string;
+  /** Whether that member has Manage Messages in the channel (checked by the endpoint from the interaction). */
+  canManageMessages: boolean;
+}
+
+export type CancelResult =
+  { status: 'cancelled'; wasRunning: boolean } | { status: 'forbidden' } | { status: 'not-found' };
+
+export interface LeaseRequest {
+  leaseId: string;
+  /** The workflow to signal with {@link leaseGrantedSignal} when the lease is granted. */
+  holderWorkflowId: string;
+  capacity: number;
 }
 
 /**
@@ -69,3 +110,33 @@ export const enqueueUpdate = defineUpdate<EnqueueResult, [GenerateRequest]>('enq
 
 /** The channel's queue as it stands, answered from workflow state without touching any image server. */
 export const queueQuery = defineQuery<QueueSnapshot>('queue');
+
+/** Removes a queued request, or interrupts a running one. Only its requester or a moderator may. */
+export const cancelUpdate = defineUpdate<CancelResult, [CancelRequest]>('cancel');
+
+/** Sent by a backend lease workflow to the channel workflow whose lease it granted. */
+export const leaseGrantedSignal = defineSignal<[string]>('leaseGranted');
+
+/** Asks a backend for a generation slot; repeated asks for the same lease id are harmless. */
+export const acquireLeaseSignal = defineSignal<[LeaseRequest]>('acquireLease');
+
+/** Gives a slot back (or withdraws a request still waiting for one). */
+export const releaseLeaseSignal = defineSignal<[string]>('releaseLease');
+
+/** The backend lease workflow's state, for operators and tests. */
+export const leaseStateQuery = defineQuery<{ capacity: number; holders: string[]; waiting: string[] }>('leases');
+
+/** Button custom ids. They carry the request id; the channel comes from the interaction. */
+export const CUSTOM_ID = {
+  cancel: (requestId: string) => `sd:cancel:${requestId}`,
+  reroll: (requestId: string) => `sd:reroll:${requestId}`,
+} as const;
+
+export function parseCustomId(customId: string): { action: 'cancel' | 'reroll'; requestId: string } | undefined {
+  const match = /^sd:(cancel|reroll):(\d{1,25})$/.exec(customId);
+  if (match === null) {
+    return undefined;
+  }
+
+  return { action: match[1] as 'cancel' | 'reroll', requestId: match[2] as string };
+}

@@ -57,6 +57,9 @@ export class BotWorker {
       taskQueue: TASK_QUEUE,
       activities,
       ...workflowSource,
+      // Cancel reaches a running generation only through a heartbeat that reaches the server; keep it prompt.
+      maxHeartbeatThrottleInterval: '1s',
+      defaultHeartbeatThrottleInterval: '1s',
     });
     const own = await Worker.create({
       connection: options.connection,

@@ -1,1 +1,2 @@
 export { channelQueueWorkflow } from './workflows/channel-queue';
+export { backendLeaseWorkflow } from './workflows/backend-lease';

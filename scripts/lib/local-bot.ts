@@ -8,6 +8,7 @@ import { DiscordOutput } from '../../src/discord/discord-output';
 import { parsePublicKey } from '../../src/discord/signature';
 import { ImageStore } from '../../src/image-store';
 import type { Logger } from '../../src/logger';
+import { ensureSearchAttributes } from '../../src/search-attributes';
 import { buildServer } from '../../src/server';
 import { BotWorker } from '../../src/worker';
 
@@ -48,6 +49,7 @@ export async function startLocalBot(options: LocalBotOptions): Promise<LocalBot>
     publicKey: parsePublicKey(options.publicKeyHex),
     temporal: new Client({ connection, namespace: options.namespace }),
     logger: options.logger.child({ component: 'server' }),
+    searchAttributes: await ensureSearchAttributes(connection, options.namespace, options.logger),
   });
   await app.listen({ host: options.host, port: options.port });
   const { port } = app.server.address() as AddressInfo;

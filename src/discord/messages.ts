@@ -1,15 +1,32 @@
-import type { APIEmbed, RESTPatchAPIWebhookWithTokenMessageJSONBody } from 'discord-api-types/v10';
+import {
+  ButtonStyle,
+  ComponentType,
+  type APIActionRowComponent,
+  type APIButtonComponent,
+  type APIEmbed,
+  type RESTPatchAPIWebhookWithTokenMessageJSONBody,
+} from 'discord-api-types/v10';
 
-import type { GenerationSettings } from '../shared';
+import { CUSTOM_ID, type GenerationSettings } from '../shared';
 
 /** What a request's message says at each step; the workflow decides, the activity renders. */
 export type RequestStatus =
-  | { kind: 'queued'; position: number; etaMs: number | null; tokenExpiresAt: number }
-  | { kind: 'generating'; settings: GenerationSettings; backend: string }
-  | { kind: 'failed'; reason: string; settings: GenerationSettings };
+  | {
+      kind: 'queued';
+      requestId: string;
+      position: number;
+      etaMs: number | null;
+      /** Shown when the wait may outlast the interaction token. */
+      tokenLifetimeMs: number;
+      mayOutlastToken: boolean;
+    }
+  | { kind: 'generating'; requestId: string; settings: GenerationSettings }
+  | { kind: 'failed'; requestId: string; reason: string; settings: GenerationSettings }
+  | { kind: 'cancelled'; requestId: string; byUserId: string; settings: GenerationSettings };
 
 /** Details shown in the embed of a finished image. */
 export interface ImageDetails {
+  requestId: string;
   settings: GenerationSettings;
   seed: number;
   model: string | null;
@@ -20,16 +37,21 @@ export interface ImageDetails {
 
 const EMBED_COLOR_DONE = 0x57_f2_87;
 const EMBED_COLOR_FAILED = 0xed_42_45;
+const EMBED_COLOR_CANCELLED = 0x99_aa_b5;
 
 export function renderStatus(status: RequestStatus): RESTPatchAPIWebhookWithTokenMessageJSONBody {
   switch (status.kind) {
     case 'queued': {
       const wait = status.etaMs === null ? '' : `, about ${formatDuration(status.etaMs)} to wait`;
-      return {
-        content: `⏳ Queued: position ${status.position}${wait}.`,
-        embeds: [],
-        components: [],
-      };
+      const lines = [`⏳ Queued: position ${status.position}${wait}.`];
+      if (status.mayOutlastToken) {
+        lines.push(
+          `If it is not ready within ${formatDuration(status.tokenLifetimeMs)} of your request, ` +
+            'the image will be posted in this channel and you will be mentioned.',
+        );
+      }
+
+      return { content: lines.join('\n'), embeds: [], components: [cancelRow(status.requestId)] };
     }
 
     case 'generating': {
@@ -37,7 +59,7 @@ export function renderStatus(status: RequestStatus): RESTPatchAPIWebhookWithToke
       return {
         content: `🎨 Generating ${width}×${height}, ${steps} steps, ${sampler}…`,
         embeds: [],
-        components: [],
+        components: [cancelRow(status.requestId)],
       };
     }
 
@@ -55,19 +77,49 @@ export function renderStatus(status: RequestStatus): RESTPatchAPIWebhookWithToke
         components: [],
         attachments: [],
       };
+
+    case 'cancelled':
+      return {
+        content: '',
+        embeds: [
+          {
+            title: 'Cancelled',
+            description: `Cancelled by <@${status.byUserId}>.`,
+            color: EMBED_COLOR_CANCELLED,
+            fields: [{ name: 'Prompt', value: truncate(status.settings.prompt, 1_024) }],
+          },
+        ],
+        components: [],
+        attachments: [],
+        allowed_mentions: { parse: [] },
+      };
   }
 }
 
-/** The final message: the image attached and an embed with everything needed to make it again. */
+/** The final message: the image attached, an embed with everything needed to make it again, and Re-roll. */
 export function renderImageMessage(details: ImageDetails): RESTPatchAPIWebhookWithTokenMessageJSONBody {
   return {
     content: `<@${details.userId}>`,
     embeds: [renderImageEmbed(details)],
-    components: [],
+    components: [rerollRow(details.requestId)],
     attachments: [{ id: 0, filename: details.filename }],
     allowed_mentions: { parse: [] },
   };
 }
+
+export const EMBED_FIELD = {
+  negative: 'Negative prompt',
+  seed: 'Seed',
+  size: 'Size',
+  steps: 'Steps',
+  sampler: 'Sampler',
+  cfgScale: 'CFG scale',
+  model: 'Model',
+  time: 'Time',
+} as const;
+
+const NO_NEGATIVE = '—';
+const DEFAULT_MODEL = 'server default';
 
 export function renderImageEmbed(details: ImageDetails): APIEmbed {
   const { settings } = details;
@@ -77,14 +129,83 @@ export function renderImageEmbed(details: ImageDetails): APIEmbed {
     color: EMBED_COLOR_DONE,
     image: { url: `attachment://${details.filename}` },
     fields: [
-      { name: 'Negative prompt', value: truncate(settings.negativePrompt || '—', 1_024) },
-      { name: 'Seed', value: String(details.seed), inline: true },
-      { name: 'Size', value: `${settings.width}×${settings.height}`, inline: true },
-      { name: 'Steps', value: String(settings.steps), inline: true },
-      { name: 'Sampler', value: truncate(settings.sampler, 1_024), inline: true },
-      { name: 'CFG scale', value: String(settings.cfgScale), inline: true },
-      { name: 'Model', value: truncate(details.model ?? settings.model ?? 'server default', 1_024), inline: true },
-      { name: 'Time', value: formatDuration(details.durationMs), inline: true },
+      { name: EMBED_FIELD.negative, value: truncate(settings.negativePrompt || NO_NEGATIVE, 1_024) },
+      { name: EMBED_FIELD.seed, value: String(details.seed), inline: true },
+      { name: EMBED_FIELD.size, value: `${settings.width}×${settings.height}`, inline: true },
+      { name: EMBED_FIELD.steps, value: String(settings.steps), inline: true },
+      { name: EMBED_FIELD.sampler, value: truncate(settings.sampler, 1_024), inline: true },
+      { name: EMBED_FIELD.cfgScale, value: String(settings.cfgScale), inline: true },
+      {
+        name: EMBED_FIELD.model,
+        value: truncate(settings.model ?? details.model ?? DEFAULT_MODEL, 1_024),
+        inline: true,
+      },
+      { name: EMBED_FIELD.time, value: formatDuration(details.durationMs), inline: true },
+    ],
+  };
+}
+
+/**
+ * Reads the settings back from a finished image's embed, for Re-roll. The embed is the bot's own
+ * message, delivered to us inside a signed interaction, so it survives any restart without state.
+ */
+export function settingsFromEmbed(embed: APIEmbed | undefined): Omit<GenerationSettings, 'seed'> | undefined {
+  if (embed?.description === undefined) {
+    return undefined;
+  }
+
+  const field = (name: string) => embed.fields?.find((f) => f.name === name)?.value;
+  const size = /^(\d+)×(\d+)$/.exec(field(EMBED_FIELD.size) ?? '');
+  const steps = Number(field(EMBED_FIELD.steps));
+  const cfgScale = Number(field(EMBED_FIELD.cfgScale));
+  const sampler = field(EMBED_FIELD.sampler);
+  const negative = field(EMBED_FIELD.negative);
+  if (size === null || !Number.isInteger(steps) || !Number.isFinite(cfgScale) || sampler === undefined) {
+    return undefined;
+  }
+
+  const settings: Omit<GenerationSettings, 'seed'> = {
+    prompt: embed.description,
+    negativePrompt: negative === undefined || negative === NO_NEGATIVE ? '' : negative,
+    width: Number(size[1]),
+    height: Number(size[2]),
+    steps,
+    cfgScale,
+    sampler,
+  };
+  const model = field(EMBED_FIELD.model);
+  if (model !== undefined && model !== DEFAULT_MODEL) {
+    settings.model = model;
+  }
+
+  return settings;
+}
+
+function cancelRow(requestId: string): APIActionRowComponent<APIButtonComponent> {
+  return {
+    type: ComponentType.ActionRow,
+    components: [
+      {
+        type: ComponentType.Button,
+        style: ButtonStyle.Secondary,
+        label: 'Cancel',
+        custom_id: CUSTOM_ID.cancel(requestId),
+      },
+    ],
+  };
+}
+
+function rerollRow(requestId: string): APIActionRowComponent<APIButtonComponent> {
+  return {
+    type: ComponentType.ActionRow,
+    components: [
+      {
+        type: ComponentType.Button,
+        style: ButtonStyle.Primary,
+        label: 'Re-roll',
+        emoji: { name: '🎲' },
+        custom_id: CUSTOM_ID.reroll(requestId),
+      },
     ],
   };
 }

@@ -263,6 +263,7 @@ class DiscordApiStandIn implements DiscordStandIn {
   readonly #app: FastifyInstance;
   readonly #interactions = new Map<string, Interaction>();
   readonly #messages = new Map<string, MessageRecord>();
+  readonly #messageByNonce = new Map<string, string>();
   readonly #channelPosts = new Map<string, string[]>();
   readonly #commands = new Map<string, unknown[]>();
   readonly #commandIds = new Map<string, string>();
@@ -625,6 +626,14 @@ class DiscordApiStandIn implements DiscordStandIn {
       errors.throwIfAny();
     }
 
+    // With enforce_nonce, Discord answers a repeat of a recent nonce with the message it already created.
+    const nonce = enforcedNonce(body);
+    const earlier = nonce === null ? undefined : this.#messageByNonce.get(`${channelId}:${nonce}`);
+    const existing = earlier === undefined ? undefined : this.#messages.get(earlier);
+    if (existing !== undefined) {
+      return { status: 200, body: this.#toApiMessage(existing) };
+    }
+
     const parsed = this.#parseMessage(body, request.payload.files, null);
     const message = this.#storeMessage(parsed.content, {
       channelId,
@@ -634,6 +643,10 @@ class DiscordApiStandIn implements DiscordStandIn {
       createdAt: request.at,
     });
     this.#postToChannel(message);
+    if (nonce !== null) {
+      this.#messageByNonce.set(`${channelId}:${nonce}`, message.id);
+    }
+
     return { status: 200, body: this.#toApiMessage(message) };
   }
 
@@ -1631,4 +1644,13 @@ function codePoints(text: string): number {
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function enforcedNonce(body: unknown): string | null {
+  if (typeof body !== 'object' || body === null) {
+    return null;
+  }
+
+  const { nonce, enforce_nonce: enforce } = body as { nonce?: unknown; enforce_nonce?: unknown };
+  return enforce === true && (typeof nonce === 'string' || typeof nonce === 'number') ? String(nonce) : null;
 }

@@ -38,6 +38,8 @@ export interface Txt2ImgRecord {
   cfgScale: number;
   /** The checkpoint title used. */
   model: string;
+  /** When the HTTP request arrived, before it waited for the lock. */
+  receivedAt: number;
   startedAt: number;
   finishedAt: number | null;
   interrupted: boolean;
@@ -52,6 +54,8 @@ export interface ImageServerStandIn {
   readonly requests: Txt2ImgRecord[];
   /** How many interrupt calls arrived, whether or not a job was running. */
   readonly interrupts: number;
+  /** The most txt2img calls that were ever open at once (waiting for the lock or running). */
+  readonly peakConcurrentRequests: number;
   /** Makes the next `count` valid txt2img calls answer `status` (default 500) with a WebUI-style error body. */
   failNext(count: number, status?: number): void;
   /** Changes how long the next generations take, in milliseconds. */
@@ -171,6 +175,9 @@ export async function startImageServer(options: ImageServerStandInOptions = {}):
     get interrupts() {
       return state.interrupts;
     },
+    get peakConcurrentRequests() {
+      return state.peakConcurrentRequests;
+    },
     failNext: (count, status = 500) => state.failNext(count, status),
     setDelay: (ms) => state.setDelay(ms),
     busyIntervals: () => state.busyIntervals(),
@@ -185,6 +192,8 @@ export async function startImageServer(options: ImageServerStandInOptions = {}):
 class WebUiState {
   readonly requests: Txt2ImgRecord[] = [];
   interrupts = 0;
+  peakConcurrentRequests = 0;
+  #openRequests = 0;
   currentModel: string;
   #delayMs: number;
   #injectedFailures: number[] = [];
@@ -233,6 +242,9 @@ class WebUiState {
 
   async generate(request: Txt2ImgRequest): Promise<{ png: Buffer; info: string } | { failedWith: number }> {
     const injectedStatus = this.#injectedFailures.shift();
+    const receivedAt = Date.now();
+    this.#openRequests += 1;
+    this.peakConcurrentRequests = Math.max(this.peakConcurrentRequests, this.#openRequests);
     const release = await this.#takeTurn();
     try {
       const model = request.model ?? this.currentModel;
@@ -250,6 +262,7 @@ class WebUiState {
         sampler: request.sampler,
         cfgScale: request.cfgScale,
         model,
+        receivedAt,
         startedAt: Date.now(),
         finishedAt: null,
         interrupted: false,
@@ -279,6 +292,7 @@ class WebUiState {
       return { png, info: JSON.stringify(describeResult(record)) };
     } finally {
       this.#running = null;
+      this.#openRequests -= 1;
       release();
     }
   }

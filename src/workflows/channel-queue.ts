@@ -1,21 +1,32 @@
 import {
+  ActivityCancellationType,
   ActivityFailure,
   allHandlersFinished,
   ApplicationFailure,
+  CancellationScope,
   condition,
   continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
   log,
   proxyActivities,
   setHandler,
   TimeoutFailure,
+  upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 
 import type { BotActivities, GenerateImageResult } from '../activities';
 import type { ImageDetails, RequestStatus } from '../discord/messages';
 import {
+  backendWorkflowId,
+  cancelUpdate,
   enqueueUpdate,
+  leaseGrantedSignal,
   queueQuery,
+  releaseLeaseSignal,
+  SEARCH_ATTRIBUTES,
+  type CancelResult,
   type ChannelQueueSettings,
   type EnqueueResult,
   type GenerateRequest,
@@ -34,6 +45,15 @@ interface Job {
   /** The position the user was last shown, so that only changes are sent. */
   shownPosition: number | null;
   shownAt: number;
+  /** Times the image was generated but could not be handed to the worker holding it. */
+  regenerations: number;
+}
+
+interface RunningJob {
+  job: Job;
+  startedAt: number;
+  scope: CancellationScope;
+  cancelledBy: string | null;
 }
 
 interface CarriedState {
@@ -42,17 +62,23 @@ interface CarriedState {
   completed: number;
   /** Moving average of generation time per backend, in ms: the basis of the estimated wait. */
   averageDurationMs: Record<string, number>;
+  undeliverable: QueueSnapshot['undeliverable'];
 }
 
 const RECENT_REQUEST_IDS = 1_000;
-const TOKEN_SAFETY_MARGIN_MS = 30_000;
+const UNDELIVERABLE_KEPT = 50;
+const MAX_REGENERATIONS = 2;
 const POSITION_REFRESH_MS = 3_000;
 const FAR_POSITION = 10;
 const FAR_POSITION_REFRESH_MS = 30_000;
+/** Our own bound on history, below Temporal's, in case the server never suggests continuing as new. */
+const MAX_HISTORY_EVENTS = 10_000;
 
 /**
  * One long-lived workflow per Discord channel: it owns the channel's queue, runs each request on the
- * channel's image server and reports every step by editing the request's message.
+ * channel's image server (as many at once as the backend's lease workflow grants) and reports every
+ * step by editing the request's message. Status edits and deliveries run alongside generation, so the
+ * next job starts the moment a slot is free.
  */
 export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<void> {
   const { channelId, settings } = input;
@@ -61,34 +87,44 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   const recentRequestIds: string[] = carried?.recentRequestIds ?? [];
   const recentSet = new Set(recentRequestIds);
   const averageDurationMs: Record<string, number> = carried?.averageDurationMs ?? {};
+  const undeliverable: QueueSnapshot['undeliverable'] = carried?.undeliverable ?? [];
   let completed = carried?.completed ?? 0;
-  let running: { job: Job; startedAt: number } | null = null;
+  const running = new Map<string, RunningJob>();
+  const inFlight = new Set<Promise<void>>();
+  const grantedLeases = new Set<string>();
   // Bumped whenever the queue changes, to wake whoever shows positions.
   let queueVersion = 0;
-
+  // The SdUserIds search attribute as last written, to write it only when it changes.
+  let shownUsers = '';
   // Every edit of one message goes through its own chain, so a late status can never overwrite the image.
   const messageChains = new Map<string, Promise<void>>();
+  const tokenMarginMs = Math.min(30_000, settings.interactionTokenLifetimeMs / 5);
 
   const discord = proxyActivities<BotActivities>({
     startToCloseTimeout: '30s',
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 6 },
   });
+  const leases = proxyActivities<BotActivities>({
+    startToCloseTimeout: '30s',
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
+  });
   const generator = proxyActivities<BotActivities>({
     startToCloseTimeout: settings.generationTimeoutMs,
-    heartbeatTimeout: '30s',
+    heartbeatTimeout: settings.heartbeatTimeoutMs,
+    // A cancelled generation must have stopped on the server before its slot is given to the next job.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: {
       initialInterval: settings.retryInitialIntervalMs,
       backoffCoefficient: 2,
       maximumAttempts: settings.generationAttempts,
+      nonRetryableErrorTypes: ['IMAGE_SERVER_REJECTED', 'UNKNOWN_BACKEND'],
     },
   });
 
   const activeCountOf = (userId: string): number =>
-    waiting.filter((job) => job.request.userId === userId).length + (running?.job.request.userId === userId ? 1 : 0);
-  const positionOf = (requestId: string): number => {
-    const index = waiting.findIndex((job) => job.request.requestId === requestId);
-    return index === -1 ? 0 : index + 1;
-  };
+    waiting.filter((job) => job.request.userId === userId).length +
+    [...running.values()].filter((run) => run.job.request.userId === userId).length;
+  const positionOf = (requestId: string): number => waiting.findIndex((job) => job.request.requestId === requestId) + 1;
 
   setHandler(
     enqueueUpdate,
@@ -107,10 +143,9 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
         };
       }
 
-      const job: Job = { request: withResolvedSeed(request), shownPosition: null, shownAt: 0 };
-      waiting.push(job);
-      queueVersion += 1;
+      waiting.push({ request: withResolvedSeed(request), shownPosition: null, shownAt: 0, regenerations: 0 });
       remember(request.requestId);
+      queueChanged();
       log.info('request queued', { requestId: request.requestId, userId: request.userId, position: waiting.length });
       return { status: 'queued', position: waiting.length, duplicate: false };
     },
@@ -125,22 +160,58 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     },
   );
 
+  setHandler(cancelUpdate, (cancel): CancelResult => {
+    const index = waiting.findIndex((job) => job.request.requestId === cancel.requestId);
+    const job = index === -1 ? running.get(cancel.requestId)?.job : waiting[index];
+    if (job === undefined) {
+      return { status: 'not-found' };
+    }
+
+    if (job.request.userId !== cancel.userId && !cancel.canManageMessages) {
+      return { status: 'forbidden' };
+    }
+
+    log.info('request cancelled', { requestId: cancel.requestId, by: cancel.userId });
+    const run = running.get(cancel.requestId);
+    if (run !== undefined) {
+      run.cancelledBy = cancel.userId;
+      run.scope.cancel();
+      return { status: 'cancelled', wasRunning: true };
+    }
+
+    waiting.splice(index, 1);
+    queueChanged();
+    void showStatus(job.request, {
+      kind: 'cancelled',
+      requestId: job.request.requestId,
+      byUserId: cancel.userId,
+      settings: job.request.settings,
+    });
+    return { status: 'cancelled', wasRunning: false };
+  });
+
+  setHandler(leaseGrantedSignal, (leaseId) => {
+    grantedLeases.add(leaseId);
+  });
+
   setHandler(queueQuery, (): QueueSnapshot => {
-    const snapshot: QueueSnapshot = {
-      running: [],
+    const head = waiting[0];
+    return {
+      running: [...running.values()].map((run) => ({
+        requestId: run.job.request.requestId,
+        userId: run.job.request.userId,
+        prompt: run.job.request.settings.prompt,
+        startedAt: run.startedAt,
+      })),
       waiting: waiting.map((job, index) => ({
         requestId: job.request.requestId,
         userId: job.request.userId,
         position: index + 1,
       })),
       completed,
+      undeliverable: [...undeliverable],
+      etaMs: head === undefined ? null : estimatedWaitMs(1, head.request),
     };
-    if (running !== null) {
-      const { request } = running.job;
-      snapshot.running.push({ requestId: request.requestId, userId: request.userId, prompt: request.settings.prompt });
-    }
-
-    return snapshot;
   });
 
   function remember(requestId: string): void {
@@ -148,6 +219,21 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     recentRequestIds.push(requestId);
     while (recentRequestIds.length > RECENT_REQUEST_IDS) {
       recentSet.delete(recentRequestIds.shift() as string);
+    }
+  }
+
+  function queueChanged(): void {
+    queueVersion += 1;
+    if (!settings.searchAttributes) {
+      return;
+    }
+
+    const users = [
+      ...new Set([...waiting, ...[...running.values()].map((run) => run.job)].map((job) => job.request.userId)),
+    ].sort();
+    if (users.join(',') !== shownUsers) {
+      shownUsers = users.join(',');
+      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.userIds, value: users }]);
     }
   }
 
@@ -180,17 +266,19 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   }
 
   function tokenExpired(request: GenerateRequest): boolean {
-    return Date.now() > request.receivedAt + settings.interactionTokenLifetimeMs - TOKEN_SAFETY_MARGIN_MS;
+    return Date.now() > request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs;
   }
 
-  function estimatedWaitMs(position: number, backend: string): number | null {
-    const average = averageDurationMs[backend];
+  function estimatedWaitMs(position: number, request: GenerateRequest): number | null {
+    const average = averageDurationMs[request.backend];
     if (average === undefined) {
       return null;
     }
 
-    const runningLeft = running === null ? 0 : Math.max(0, average - (Date.now() - running.startedAt));
-    return runningLeft + (position - 1) * average;
+    const capacity = Math.max(1, request.backendCapacity);
+    const elapsed = [...running.values()].map((run) => Date.now() - run.startedAt);
+    const soonestLeft = elapsed.length === 0 ? 0 : Math.max(0, average - Math.max(...elapsed));
+    return soonestLeft + Math.floor((position - 1) / capacity) * average;
   }
 
   // Keeps queued messages in step with the queue, throttled per message: near the front every few
@@ -200,7 +288,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     for (;;) {
       const now = Date.now();
       let nextDueAt = Number.POSITIVE_INFINITY;
-      if (running !== null) {
+      if (running.size > 0) {
         waiting.forEach((job, index) => {
           const position = index + 1;
           if (job.shownPosition === position) {
@@ -216,11 +304,16 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
 
           job.shownPosition = position;
           job.shownAt = now;
+          const etaMs = estimatedWaitMs(position, job.request);
+          const tokenLeftMs = job.request.receivedAt + settings.interactionTokenLifetimeMs - now;
           void showStatus(job.request, {
             kind: 'queued',
+            requestId: job.request.requestId,
             position,
-            etaMs: estimatedWaitMs(position, job.request.backend),
-            tokenExpiresAt: job.request.receivedAt + settings.interactionTokenLifetimeMs,
+            etaMs,
+            tokenLifetimeMs: settings.interactionTokenLifetimeMs,
+            mayOutlastToken:
+              etaMs === null ? position > 1 : etaMs + (averageDurationMs[job.request.backend] ?? 0) > tokenLeftMs,
           });
         });
       }
@@ -235,30 +328,73 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     }
   }
 
+  /** Waits for a generation slot on the job's backend; false if the job was cancelled meanwhile. */
+  async function acquireLease(job: Job): Promise<boolean> {
+    const leaseId = job.request.requestId;
+    await leases.requestLease({
+      backend: job.request.backend,
+      capacity: job.request.backendCapacity,
+      leaseId,
+      holderWorkflowId: workflowInfo().workflowId,
+    });
+    await condition(() => grantedLeases.has(leaseId) || waiting[0] !== job);
+    if (waiting[0] !== job) {
+      releaseLease(job.request.backend, leaseId);
+      return false;
+    }
+
+    return true;
+  }
+
+  function releaseLease(backend: string, leaseId: string): void {
+    grantedLeases.delete(leaseId);
+    getExternalWorkflowHandle(backendWorkflowId(backend))
+      .signal(releaseLeaseSignal, leaseId)
+      .catch((error: unknown) => log.warn('lease release failed', { leaseId, error: describe(error) }));
+  }
+
   async function runJob(job: Job): Promise<void> {
     const { request } = job;
+    const run: RunningJob = { job, startedAt: Date.now(), scope: new CancellationScope(), cancelledBy: null };
+    running.set(request.requestId, run);
+    queueChanged();
     const statusShown = showStatus(request, {
       kind: 'generating',
+      requestId: request.requestId,
       settings: request.settings,
-      backend: request.backend,
     });
 
     let result: GenerateImageResult;
     try {
-      result = await generator.generateImage({
-        requestId: request.requestId,
-        backend: request.backend,
-        settings: request.settings,
-      });
+      result = await run.scope.run(() =>
+        generator.generateImage({ requestId: request.requestId, backend: request.backend, settings: request.settings }),
+      );
     } catch (error) {
-      log.warn('generation failed', { requestId: request.requestId, error: describe(error) });
       await statusShown;
-      await showStatus(request, {
-        kind: 'failed',
-        reason: `The image server could not make this image after ${settings.generationAttempts} attempts: ${describe(error)}`,
-        settings: request.settings,
-      });
+      if (run.cancelledBy !== null || isCancellation(error)) {
+        await showStatus(request, {
+          kind: 'cancelled',
+          requestId: request.requestId,
+          byUserId: run.cancelledBy ?? request.userId,
+          settings: request.settings,
+        });
+      } else {
+        log.warn('generation failed', { requestId: request.requestId, error: describe(error) });
+        await showStatus(request, {
+          kind: 'failed',
+          requestId: request.requestId,
+          reason: isRefusal(error)
+            ? `The image server refused this request: ${describe(error)}`
+            : `The image server could not make this image after ${settings.generationAttempts} attempts: ${describe(error)}`,
+          settings: request.settings,
+        });
+      }
+
       return;
+    } finally {
+      running.delete(request.requestId);
+      releaseLease(request.backend, request.requestId);
+      queueChanged();
     }
 
     const previous = averageDurationMs[request.backend];
@@ -266,11 +402,13 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
       previous === undefined ? result.durationMs : Math.round(previous * 0.7 + result.durationMs * 0.3);
 
     await statusShown;
-    await deliver(request, result);
+    await deliver(job, result);
   }
 
-  async function deliver(request: GenerateRequest, result: GenerateImageResult): Promise<void> {
+  async function deliver(job: Job, result: GenerateImageResult): Promise<void> {
+    const { request } = job;
     const details: ImageDetails = {
+      requestId: request.requestId,
       settings: { ...request.settings, seed: result.seed },
       seed: result.seed,
       model: result.model,
@@ -280,33 +418,33 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     };
     const onWorker = proxyActivities<BotActivities>({
       taskQueue: result.deliveryTaskQueue,
-      // If the worker holding the PNG is gone, nobody picks this up; fall back to generating again.
+      // If the worker holding the PNG is gone, nobody picks this up: generate it again (same seed).
       scheduleToStartTimeout: '1m',
       startToCloseTimeout: '1m',
       retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 6 },
     });
 
-    if (!tokenExpired(request)) {
-      try {
-        await editMessage(request, () =>
-          onWorker.deliverImage({
-            applicationId: request.applicationId,
-            interactionToken: request.interactionToken,
-            imageKey: result.imageKey,
-            details,
-          }),
-        );
-        completed += 1;
-        return;
-      } catch (error) {
-        if (!isFailureType(error, 'INTERACTION_TOKEN_EXPIRED')) {
-          log.error('image undeliverable', { requestId: request.requestId, error: describe(error) });
+    try {
+      if (!tokenExpired(request)) {
+        try {
+          await editMessage(request, () =>
+            onWorker.deliverImage({
+              applicationId: request.applicationId,
+              interactionToken: request.interactionToken,
+              imageKey: result.imageKey,
+              details,
+            }),
+          );
+          completed += 1;
           return;
+        } catch (error) {
+          if (!isFailureType(error, 'INTERACTION_TOKEN_EXPIRED')) {
+            throw error;
+          }
         }
       }
-    }
 
-    try {
+      // Past the token's lifetime: a new channel message through the bot token, mentioning the requester.
       await onWorker.postImageInChannel({
         channelId: request.channelId,
         imageKey: result.imageKey,
@@ -315,44 +453,69 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
       });
       completed += 1;
     } catch (error) {
-      log.error('image undeliverable', {
-        requestId: request.requestId,
-        reason: 'interaction token expired',
-        error: describe(error),
-      });
+      if (isImageLost(error) && job.regenerations < MAX_REGENERATIONS) {
+        log.warn('image lost with its worker, generating it again', { requestId: request.requestId });
+        job.regenerations += 1;
+        waiting.unshift(job);
+        queueChanged();
+        return;
+      }
+
+      const reason = describe(error);
+      log.error('image undeliverable', { requestId: request.requestId, userId: request.userId, reason });
+      undeliverable.push({ requestId: request.requestId, userId: request.userId, reason });
+      undeliverable.splice(0, Math.max(0, undeliverable.length - UNDELIVERABLE_KEPT));
+    } finally {
+      messageChains.delete(request.requestId);
     }
   }
 
+  const shouldContinueAsNew = () =>
+    workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > MAX_HISTORY_EVENTS;
+
   void refreshPositions();
+  if (settings.searchAttributes) {
+    queueChanged();
+  }
 
   for (;;) {
     const hasWork = await condition(() => waiting.length > 0, settings.idleTimeoutMs);
     if (!hasWork) {
+      if (inFlight.size > 0) {
+        continue;
+      }
+
       await condition(allHandlersFinished);
-      if (waiting.length === 0) {
+      if (waiting.length === 0 && inFlight.size === 0) {
         log.info('channel idle, ending', { channelId });
         return;
       }
     }
 
-    if (workflowInfo().continueAsNewSuggested) {
+    if (shouldContinueAsNew()) {
+      // Jobs in flight belong to this run: let them finish, then hand the waiting ones over.
+      await condition(() => inFlight.size === 0);
       await condition(allHandlersFinished);
       await Promise.all(messageChains.values());
       log.info('continuing as new', { channelId, waiting: waiting.length, history: workflowInfo().historyLength });
       await continueAsNew<typeof channelQueueWorkflow>({
         channelId,
         settings,
-        carried: { waiting, recentRequestIds, completed, averageDurationMs },
+        carried: { waiting, recentRequestIds, completed, averageDurationMs, undeliverable },
       });
     }
 
-    const job = waiting.shift() as Job;
-    running = { job, startedAt: Date.now() };
-    queueVersion += 1;
-    await runJob(job);
-    running = null;
-    queueVersion += 1;
-    messageChains.delete(job.request.requestId);
+    const job = waiting[0] as Job;
+    if (!(await acquireLease(job))) {
+      continue;
+    }
+
+    waiting.shift();
+    queueChanged();
+    const task: Promise<void> = runJob(job).finally(() => {
+      inFlight.delete(task);
+    });
+    inFlight.add(task);
   }
 }
 
@@ -382,4 +545,14 @@ function describe(error: unknown): string {
 function isFailureType(error: unknown, type: string): boolean {
   const cause = error instanceof ActivityFailure ? error.cause : error;
   return cause instanceof ApplicationFailure && cause.type === type;
+}
+
+function isImageLost(error: unknown): boolean {
+  const cause = error instanceof ActivityFailure ? error.cause : error;
+  return isFailureType(error, 'IMAGE_MISSING') || cause instanceof TimeoutFailure;
+}
+
+function isRefusal(error: unknown): boolean {
+  const cause = error instanceof ActivityFailure ? error.cause : error;
+  return cause instanceof ApplicationFailure && cause.nonRetryable === true;
 }

@@ -12,6 +12,7 @@ import { DiscordOutput } from '../../src/discord/discord-output';
 import { parsePublicKey } from '../../src/discord/signature';
 import { ImageStore } from '../../src/image-store';
 import { createLogger } from '../../src/logger';
+import { ensureSearchAttributes } from '../../src/search-attributes';
 import { buildServer } from '../../src/server';
 import { startDiscordStandIn, type DiscordStandIn } from '../../src/standins/discord-api';
 import { startImageServer, type ImageServerStandIn } from '../../src/standins/image-server';
@@ -126,6 +127,7 @@ export class BotHarness {
       publicKey: parsePublicKey(this.signer.publicKeyHex),
       temporal: this.env.client,
       logger,
+      searchAttributes: await ensureSearchAttributes(this.env.connection, this.env.namespace ?? 'default', logger),
     });
     await this.#server.listen({ host: '127.0.0.1', port: 0 });
     const { port } = this.#server.server.address() as AddressInfo;
