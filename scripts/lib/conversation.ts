@@ -66,7 +66,7 @@ export class ConversationPrinter {
     const body = (call.body ?? {}) as { content?: string; embeds?: EmbedView[] };
     const lines: string[] = [];
     if (body.content !== undefined && body.content !== '') {
-      lines.push(body.content);
+      lines.push(...body.content.split('\n'));
     }
 
     for (const embed of body.embeds ?? []) {

@@ -89,6 +89,33 @@ export function slashCommandInteraction(input: SlashCommandOptions): Record<stri
   };
 }
 
+export interface ButtonClickOptions {
+  id: string;
+  token: string;
+  applicationId: string;
+  channelId: string;
+  guildId?: string;
+  user: { id: string; username: string };
+  customId: string;
+  /** The message the button sits on, as Discord includes it in the interaction. */
+  message: Record<string, unknown>;
+  /** The member's permission bitfield in the channel, as a decimal string. */
+  permissions?: string;
+}
+
+/** A button click (message component interaction) shaped like the ones Discord sends. */
+export function buttonInteraction(input: ButtonClickOptions): Record<string, unknown> {
+  const base = slashCommandInteraction({ ...input, command: 'unused' });
+  const member = base['member'] as Record<string, unknown>;
+  return {
+    ...base,
+    type: InteractionType.MessageComponent,
+    member: { ...member, permissions: input.permissions ?? '0' },
+    message: input.message,
+    data: { custom_id: input.customId, component_type: 2 },
+  };
+}
+
 export interface PostedInteraction {
   status: number;
   body: unknown;

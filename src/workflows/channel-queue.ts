@@ -312,8 +312,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
             position,
             etaMs,
             tokenLifetimeMs: settings.interactionTokenLifetimeMs,
-            mayOutlastToken:
-              etaMs === null ? position > 1 : etaMs + (averageDurationMs[job.request.backend] ?? 0) > tokenLeftMs,
+            mayOutlastToken: etaMs !== null && etaMs + (averageDurationMs[job.request.backend] ?? 0) > tokenLeftMs,
           });
         });
       }

@@ -17,6 +17,7 @@ import { buildServer } from '../../src/server';
 import { startDiscordStandIn, type DiscordStandIn } from '../../src/standins/discord-api';
 import { startImageServer, type ImageServerStandIn } from '../../src/standins/image-server';
 import {
+  buttonInteraction,
   fakeSnowflake,
   InteractionSigner,
   postSignedInteraction,
@@ -57,6 +58,8 @@ export interface HarnessOptions {
   queue?: Partial<BotConfig['queue']>;
   tokenLifetimeMs?: number;
   botToken?: string | undefined;
+  /** Run a bot worker in this process (default true); false when a test runs workers itself. */
+  worker?: boolean;
 }
 
 export interface SendOptions {
@@ -82,10 +85,11 @@ export class BotHarness {
   config!: BotConfig;
   discord!: DiscordStandIn;
   images!: ImageServerStandIn;
-  worker!: BotWorker;
+  worker: BotWorker | undefined;
   #server!: FastifyInstance;
-  #workerRun!: Promise<void>;
+  #workerRun: Promise<void> | undefined;
   #imageDir = '';
+  #botToken: string | undefined;
 
   constructor(readonly env: TestWorkflowEnvironment) {}
 
@@ -108,19 +112,12 @@ export class BotHarness {
       },
     });
 
+    this.#botToken = botToken;
     this.#imageDir = mkdtempSync(join(tmpdir(), 'sd-bot-images-'));
     const logger = createLogger('test', process.env['LOG_LEVEL'] ?? 'silent');
-    this.worker = await BotWorker.create({
-      connection: this.env.nativeConnection,
-      namespace: this.env.namespace ?? 'default',
-      config: this.config,
-      discord: new DiscordOutput({ apiBase: this.discord.url, botToken, timeoutMs: 5_000 }),
-      imageStore: new ImageStore(this.#imageDir),
-      logger,
-      workflowBundle: await workflowBundle(),
-      heartbeatIntervalMs: 500,
-    });
-    this.#workerRun = this.worker.run();
+    if (options.worker ?? true) {
+      await this.startWorker();
+    }
 
     this.#server = buildServer({
       config: this.config,
@@ -133,6 +130,76 @@ export class BotHarness {
     const { port } = this.#server.server.address() as AddressInfo;
     this.endpointUrl = `http://127.0.0.1:${port}/interactions`;
     return this;
+  }
+
+  /** Starts the in-process bot worker (when the harness was started without one). */
+  async startWorker(): Promise<void> {
+    this.worker = await BotWorker.create({
+      connection: this.env.nativeConnection,
+      namespace: this.env.namespace ?? 'default',
+      config: this.config,
+      discord: new DiscordOutput({ apiBase: this.discord.url, botToken: this.#botToken, timeoutMs: 5_000 }),
+      imageStore: new ImageStore(this.#imageDir),
+      logger: createLogger('test', process.env['LOG_LEVEL'] ?? 'silent'),
+      workflowBundle: await workflowBundle(),
+      heartbeatIntervalMs: 300,
+    });
+    this.#workerRun = this.worker.run();
+  }
+
+  /** Sends another slash command (e.g. /queue) and returns the endpoint's answer. */
+  async command(name: string, userId = '500000000000000001', channelId = CHANNEL_ID): Promise<SentInteraction> {
+    const issued = this.discord.issueInteraction({ channelId });
+    const interaction = slashCommandInteraction({
+      ...issued,
+      applicationId: APPLICATION_ID,
+      channelId,
+      user: { id: userId, username: `user-${userId.slice(-4)}` },
+      command: name,
+    });
+    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
+    return { ...posted, ...issued };
+  }
+
+  /** Clicks a button on the message that a request's token owns, as `userId`. */
+  async click(
+    messageToken: string,
+    label: string,
+    userId: string,
+    permissions = '0',
+    channelId = CHANNEL_ID,
+  ): Promise<SentInteraction> {
+    const message = this.discord.originalMessage(messageToken);
+    assertDefined(message, 'the message to click on does not exist');
+    const rows = message.components as Array<{ components: Array<{ label?: string; custom_id?: string }> }>;
+    const button = rows.flatMap((row) => row.components).find((component) => component.label === label);
+    assertDefined(button?.custom_id, `no "${label}" button on the message (it has ${JSON.stringify(rows)})`);
+
+    const issued = this.discord.issueInteraction({ channelId });
+    const interaction = buttonInteraction({
+      ...issued,
+      applicationId: APPLICATION_ID,
+      channelId,
+      user: { id: userId, username: `user-${userId.slice(-4)}` },
+      customId: button.custom_id,
+      permissions,
+      message: {
+        id: message.id,
+        channel_id: message.channelId,
+        content: message.content,
+        embeds: message.embeds,
+        components: message.components,
+      },
+    });
+    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
+    if (posted.status === 200) {
+      this.discord.acknowledge(
+        issued.token,
+        posted.body as { type: number; data?: { content?: string; flags?: number } },
+      );
+    }
+
+    return { ...posted, ...issued };
   }
 
   /** Sends a signed /generate the way Discord would, and tells the Discord stand-in what was answered. */
@@ -172,3 +239,17 @@ export class BotHarness {
 }
 
 export { fakeSnowflake };
+
+function assertDefined<T>(value: T | undefined | null, message: string): asserts value is T {
+  if (value === undefined || value === null) {
+    throw new Error(message);
+  }
+}
+
+/** The text of an ephemeral (type 4) answer, or undefined for any other answer. */
+export function ephemeralText(sent: PostedInteraction): string | undefined {
+  const body = sent.body as { type?: number; data?: { content?: string; flags?: number } };
+  return body.type === 4 && body.data?.flags === 64 ? body.data.content : undefined;
+}
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
