@@ -1,4 +1,5 @@
 import { activityInfo, CancelledFailure, Context } from '@temporalio/activity';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 
 import { A1111Client, ImageServerError } from './backends/a1111';
@@ -139,6 +140,31 @@ export function createActivities(deps: ActivityDependencies) {
         clearInterval(heartbeat);
         context.cancellationSignal.removeEventListener('abort', onCancel);
       }
+    },
+
+    /**
+     * Which of these workflows are no longer running (terminated, failed, or gone). The backend lease
+     * workflow uses it to take back slots held by channel workflows that an operator terminated.
+     */
+    async findClosedWorkflows(workflowIds: string[]): Promise<string[]> {
+      const { client } = Context.current();
+      const closed: string[] = [];
+      for (const workflowId of workflowIds) {
+        try {
+          const description = await client.workflow.getHandle(workflowId).describe();
+          if (description.status.name !== 'RUNNING') {
+            closed.push(workflowId);
+          }
+        } catch (error) {
+          if (error instanceof WorkflowNotFoundError) {
+            closed.push(workflowId);
+          } else {
+            throw error;
+          }
+        }
+      }
+
+      return closed;
     },
 
     /**

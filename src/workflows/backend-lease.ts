@@ -1,6 +1,7 @@
 import {
   allHandlersFinished,
   condition,
+  proxyActivities,
   continueAsNew,
   getExternalWorkflowHandle,
   log,
@@ -8,6 +9,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 
+import type { BotActivities } from '../activities';
 import {
   acquireLeaseSignal,
   leaseGrantedSignal,
@@ -30,6 +32,13 @@ interface Holder {
 /** A lease nobody gave back in this long belongs to a channel workflow that was terminated. */
 const LEASE_TTL_MS = 3 * 60 * 60 * 1_000; // 3 h
 const IDLE_END_MS = 60 * 60 * 1_000; // 1 h
+/** While requests wait and every slot is taken, how often to check that the holders are still alive. */
+const HOLDER_CHECK_MS = 15_000; // 15 s
+
+const { findClosedWorkflows } = proxyActivities<BotActivities>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 3 },
+});
 
 /**
  * One workflow per image server: a counting semaphore over its `capacity`, shared by every channel
@@ -67,11 +76,16 @@ export async function backendLeaseWorkflow(input: BackendLeaseInput): Promise<vo
   }));
 
   const grantable = () => regrants.length > 0 || (holders.size < capacity && waiting.length > 0);
+  const contended = () => waiting.length > 0 && holders.size >= capacity;
 
   for (;;) {
     const oldest = Math.min(...[...holders.values()].map((h) => h.grantedAt));
-    const timeout = holders.size > 0 ? Math.max(1, oldest + LEASE_TTL_MS - Date.now()) : IDLE_END_MS;
-    const woke = await condition(grantable, timeout);
+    const untilExpiry = holders.size > 0 ? Math.max(1, oldest + LEASE_TTL_MS - Date.now()) : IDLE_END_MS;
+    const woke = await condition(grantable, contended() ? Math.min(HOLDER_CHECK_MS, untilExpiry) : untilExpiry);
+
+    if (!woke && contended()) {
+      await takeBackFromClosedHolders();
+    }
 
     if (!woke) {
       for (const [leaseId, holder] of holders) {
@@ -106,6 +120,24 @@ export async function backendLeaseWorkflow(input: BackendLeaseInput): Promise<vo
         capacity,
         carried: { holders: [...holders.entries()], waiting },
       });
+    }
+  }
+
+  async function takeBackFromClosedHolders(): Promise<void> {
+    const holderIds = [...new Set([...holders.values()].map((h) => h.holderWorkflowId))];
+    let closed: string[];
+    try {
+      closed = await findClosedWorkflows(holderIds);
+    } catch (error) {
+      log.warn('could not check lease holders', { error: String(error) });
+      return;
+    }
+
+    for (const [leaseId, holder] of holders) {
+      if (closed.includes(holder.holderWorkflowId)) {
+        log.warn('lease taken back from a closed workflow', { leaseId, holder: holder.holderWorkflowId });
+        holders.delete(leaseId);
+      }
     }
   }
 
