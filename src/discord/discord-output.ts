@@ -41,7 +41,7 @@ export interface DiscordOutputOptions {
   apiBase?: string;
   /** Needed only to post in a channel (delivery after the token expired) and to register commands. */
   botToken?: string | undefined;
-  /** Per-request timeout in ms. */
+  /** Per-request timeout in ms (default 5000); Temporal retries the activity after that. */
   timeoutMs?: number;
 }
 
@@ -60,8 +60,9 @@ export class DiscordOutput {
     this.#rest = new REST({
       api: options.apiBase ?? DEFAULT_DISCORD_API_BASE,
       version: '10',
-      timeout: options.timeoutMs ?? 15_000,
-      retries: 2,
+      timeout: options.timeoutMs ?? 5_000,
+      // Temporal retries the activity with backoff; one quick retry here covers a dropped connection.
+      retries: 1,
       // Never sit out a long rate limit inside an activity: fail, and let Temporal's retry wait instead.
       rejectOnRateLimit: (limit) => limit.retryAfter > 5_000,
     });

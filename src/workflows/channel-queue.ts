@@ -100,8 +100,9 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   const messageChains = new Map<string, Promise<void>>();
   const tokenMarginMs = Math.min(30_000, settings.interactionTokenLifetimeMs / 5);
 
+  // Short, so that an edit lost with a dead worker holds up the message's later edits only briefly.
   const discord = proxyActivities<BotActivities>({
-    startToCloseTimeout: '30s',
+    startToCloseTimeout: '15s',
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 6 },
   });
   const leases = proxyActivities<BotActivities>({

@@ -45,11 +45,15 @@ export async function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 }
 
 /** A real Temporal dev server on free ports, from the project's installed CLI. */
-export async function startTemporal(): Promise<TestWorkflowEnvironment> {
-  installTemporalLogging(createLogger('temporal', process.env['LOG_LEVEL'] ?? 'warn'), 'WARN');
+export async function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
+  installTemporalLogging(createLogger('temporal', process.env['LOG_LEVEL'] ?? 'error'), 'ERROR');
   const path = ensureTemporalCli();
   return TestWorkflowEnvironment.createLocal({
-    server: { executable: { type: 'existing-path', path }, ip: '127.0.0.1' },
+    server: {
+      executable: { type: 'existing-path', path },
+      ip: '127.0.0.1',
+      extraArgs: ['--log-level', 'error', ...extraArgs],
+    },
   });
 }
 
