@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -230,7 +231,45 @@ export class BotHarness {
     return { ...posted, ...issued };
   }
 
+  /**
+   * With RECORD_HISTORIES=<label>, saves the histories of the workflows this environment ran into
+   * test/histories/, where the replay test checks them against the current workflow code.
+   */
+  async recordHistories(): Promise<void> {
+    const label = process.env['RECORD_HISTORIES'];
+    if (label === undefined || label === '') {
+      return;
+    }
+
+    const dir = join(__dirname, '..', 'histories');
+    mkdirSync(dir, { recursive: true });
+    const seen = new Map<string, number>();
+    for await (const execution of this.env.client.workflow.list()) {
+      const count = seen.get(execution.workflowId) ?? 0;
+      if (count >= 3) {
+        continue;
+      }
+
+      seen.set(execution.workflowId, count + 1);
+      // The CLI writes the proto3 JSON form that the SDK's replayer reads back.
+      const json = execFileSync(ensureTemporalCli(), [
+        'workflow',
+        'show',
+        '--address',
+        this.env.address,
+        '--workflow-id',
+        execution.workflowId,
+        '--run-id',
+        execution.runId,
+        '--output',
+        'json',
+      ]);
+      writeFileSync(join(dir, `${label}-${execution.workflowId}-${count}.json`), json);
+    }
+  }
+
   async stop(): Promise<void> {
+    await this.recordHistories().catch((error: unknown) => console.error('recording histories failed', error));
     await this.#server?.close();
     this.worker?.shutdown();
     await this.#workerRun?.catch(() => undefined);
