@@ -115,7 +115,10 @@ async function benchEndToEnd(): Promise<void> {
   }
 
   for (const token of tokens) {
-    await discord.waitFor((call) => call.token === token && call.files.length > 0 && call.status === 200, 120_000);
+    await discord.waitFor(
+      (call) => call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200,
+      120_000,
+    );
   }
 
   const total = performance.now() - started;

@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   const forged = await postSignedInteraction(bot.endpointUrl, InteractionSigner.generate(), { type: 1 });
   conversation.say(`[Discord] a request signed with the wrong key is refused: HTTP ${forged.status}`);
 
-  images.failNext(1, 500);
+  images.failNext(1, 500, 'a lighthouse on a cliff at dusk');
   conversation.say('[image server] the next generation will fail once, to show a retry');
   const tokens = [
     await send(
@@ -114,7 +114,10 @@ async function main(): Promise<void> {
   await send('alice', { prompt: 'one too many' }, '500000000000000001');
 
   for (const token of tokens) {
-    await discord.waitFor((call) => call.token === token && call.files.length > 0 && call.status === 200, 45_000);
+    await discord.waitFor(
+      (call) => call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200,
+      45_000,
+    );
   }
 
   conversation.stop();

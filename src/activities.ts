@@ -2,12 +2,15 @@ import { activityInfo, CancelledFailure, Context } from '@temporalio/activity';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 
-import { A1111Client, ImageServerError } from './backends/a1111';
+import { ImageServerError } from './backends/a1111';
+import { createBackend } from './backends/create-backend';
+import type { GenerationProgress } from './backends/image-backend';
 import type { BotConfig } from './config';
 import { DiscordOutputError, type DiscordOutput } from './discord/discord-output';
 import {
   renderImageEmbed,
   renderImageMessage,
+  renderProgress,
   renderStatus,
   type ImageDetails,
   type RequestStatus,
@@ -16,12 +19,12 @@ import type { ImageStore } from './image-store';
 import type { Logger } from './logger';
 import {
   acquireLeaseSignal,
-  backendWorkflowId,
+  IMAGE_SERVERS_WORKFLOW_ID,
   TASK_QUEUE,
   type GenerationSettings,
   type LeaseRequest,
 } from './shared';
-import type { backendLeaseWorkflow } from './workflows/backend-lease';
+import type { imageServersWorkflow } from './workflows/image-servers';
 
 /** Failure types the workflow tells apart; stable, they appear in the Temporal UI. */
 export const FailureType = {
@@ -44,12 +47,17 @@ export interface ActivityDependencies {
   workerTaskQueue: string;
   /** How often a running generation reports progress to Temporal, in ms. */
   heartbeatIntervalMs?: number;
+  /** How often the request's message shows generation progress, in ms. Default 2500. */
+  progressEditIntervalMs?: number;
 }
 
 export interface GenerateImageInput {
   requestId: string;
-  backend: string;
+  /** The image server the scheduler granted this attempt. */
+  server: string;
   settings: GenerationSettings;
+  /** Where to show live progress, or null to show none. */
+  progressMessage: (MessageTarget & { editUntil: number }) | null;
 }
 
 export interface GenerateImageResult {
@@ -82,6 +90,7 @@ export interface PostImageInput {
 /** Builds the activities with their dependencies; the workflow imports only their types. */
 export function createActivities(deps: ActivityDependencies) {
   const heartbeatIntervalMs = deps.heartbeatIntervalMs ?? 2_000;
+  const progressEditIntervalMs = deps.progressEditIntervalMs ?? 2_500;
 
   return {
     /**
@@ -90,37 +99,49 @@ export function createActivities(deps: ActivityDependencies) {
      * dead worker's job is noticed within the heartbeat timeout and taken up again.
      */
     async generateImage(input: GenerateImageInput): Promise<GenerateImageResult> {
-      const backend = deps.config.backends[input.backend];
-      if (backend === undefined) {
+      const backendConfig = deps.config.backends[input.server];
+      if (backendConfig === undefined) {
         throw ApplicationFailure.nonRetryable(
-          `backend "${input.backend}" is not configured`,
+          `image server "${input.server}" is not configured`,
           FailureType.unknownBackend,
         );
       }
 
-      const client = new A1111Client(backend.url);
+      const backend = createBackend(backendConfig);
       const context = Context.current();
       const startedAt = Date.now();
-      const heartbeat = setInterval(() => {
-        client.progress().then(
-          (progress) => context.heartbeat({ fraction: progress.fraction, step: progress.step, steps: progress.steps }),
-          () => context.heartbeat({ fraction: null }),
-        );
-      }, heartbeatIntervalMs);
+      const progressEdits = new ProgressEditor(deps, input, progressEditIntervalMs);
+      let latest: GenerationProgress | null = null;
       context.heartbeat({ fraction: 0 });
+      // Heartbeats go on even when the server reports nothing, so a live worker is never taken for dead.
+      const heartbeat = setInterval(() => {
+        context.heartbeat({
+          fraction: latest?.fraction ?? null,
+          step: latest?.step ?? null,
+          steps: latest?.steps ?? null,
+        });
+      }, heartbeatIntervalMs);
 
       // Cancel (the button) reaches this activity through its heartbeats; stop the server's work too.
       const onCancel = () => {
-        client.interrupt().catch(() => undefined);
+        backend.interrupt().catch(() => undefined);
       };
       context.cancellationSignal.addEventListener('abort', onCancel, { once: true });
 
       try {
-        const image = await client.txt2img(input.settings, { signal: context.cancellationSignal });
+        const image = await backend.generate(input.settings, {
+          signal: context.cancellationSignal,
+          progressIntervalMs: Math.min(1_000, heartbeatIntervalMs),
+          onProgress: (progress) => {
+            latest = progress;
+            progressEdits.offer(progress);
+          },
+        });
+        await progressEdits.close();
         await deps.imageStore.put(input.requestId, image.png);
         const durationMs = Date.now() - startedAt;
         deps.logger.info(
-          { requestId: input.requestId, backend: input.backend, durationMs, attempt: activityInfo().attempt },
+          { requestId: input.requestId, server: input.server, durationMs, attempt: activityInfo().attempt },
           'image generated',
         );
         return {
@@ -131,6 +152,7 @@ export function createActivities(deps: ActivityDependencies) {
           deliveryTaskQueue: deps.workerTaskQueue,
         };
       } catch (error) {
+        await progressEdits.close();
         if (context.cancellationSignal.aborted) {
           throw new CancelledFailure('generation cancelled; the image server was interrupted');
         }
@@ -140,6 +162,16 @@ export function createActivities(deps: ActivityDependencies) {
         clearInterval(heartbeat);
         context.cancellationSignal.removeEventListener('abort', onCancel);
       }
+    },
+
+    /** Succeeds when the image server answers; the scheduler uses it to bring a server back. */
+    async probeImageServer(server: string): Promise<void> {
+      const backendConfig = deps.config.backends[server];
+      if (backendConfig === undefined) {
+        throw ApplicationFailure.nonRetryable(`image server "${server}" is not configured`, FailureType.unknownBackend);
+      }
+
+      await createBackend(backendConfig).ping();
     },
 
     /**
@@ -171,14 +203,13 @@ export function createActivities(deps: ActivityDependencies) {
      * Asks the backend's lease workflow for a slot, starting that workflow if it is not running.
      * The grant arrives later as a signal to the asking channel workflow.
      */
-    async requestLease(input: LeaseRequest & { backend: string }): Promise<void> {
-      const { backend, ...lease } = input;
-      await Context.current().client.workflow.signalWithStart<typeof backendLeaseWorkflow, [LeaseRequest]>(
-        'backendLeaseWorkflow',
+    async requestLease(lease: LeaseRequest): Promise<void> {
+      await Context.current().client.workflow.signalWithStart<typeof imageServersWorkflow, [LeaseRequest]>(
+        'imageServersWorkflow',
         {
-          workflowId: backendWorkflowId(backend),
+          workflowId: IMAGE_SERVERS_WORKFLOW_ID,
           taskQueue: TASK_QUEUE,
-          args: [{ backend, capacity: lease.capacity }],
+          args: [{}],
           signal: acquireLeaseSignal,
           signalArgs: [lease],
         },
@@ -282,5 +313,54 @@ function toDiscordFailure(error: unknown): ApplicationFailure {
     case 'rate-limited':
     case 'unavailable':
       return ApplicationFailure.retryable(error.message, FailureType.discordUnavailable, details);
+  }
+}
+
+/**
+ * Shows live progress by editing the request's message, at most once per interval, one edit at a
+ * time, and never after {@link close}: the final image must not be overwritten by a late progress edit.
+ */
+class ProgressEditor {
+  #lastSentAt = 0;
+  #inFlight: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  constructor(
+    private readonly deps: ActivityDependencies,
+    private readonly input: GenerateImageInput,
+    private readonly intervalMs: number,
+  ) {}
+
+  offer(progress: GenerationProgress): void {
+    const target = this.input.progressMessage;
+    const now = Date.now();
+    if (this.#closed || target === null || now > target.editUntil || now - this.#lastSentAt < this.intervalMs) {
+      return;
+    }
+
+    this.#lastSentAt = now;
+    const files =
+      progress.previewPng === null
+        ? []
+        : [{ name: 'preview.png', data: progress.previewPng, contentType: 'image/png' }];
+    const body = renderProgress({
+      requestId: this.input.requestId,
+      settings: this.input.settings,
+      fraction: progress.fraction,
+      step: progress.step,
+      steps: progress.steps,
+      etaSeconds: progress.etaSeconds,
+      previewFilename: files.length > 0 ? 'preview.png' : null,
+    });
+    this.#inFlight = this.#inFlight
+      .then(() => this.deps.discord.editOriginal(target.applicationId, target.interactionToken, body, files))
+      .catch((error: unknown) => {
+        this.deps.logger.debug({ requestId: this.input.requestId, err: String(error) }, 'progress edit failed');
+      });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#inFlight;
   }
 }

@@ -47,7 +47,8 @@ const backendSchema = z
 
 const channelSchema = z
   .object({
-    backend: z.string().min(1),
+    /** One image server, or a pool: a job goes to the least busy healthy one. */
+    backend: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
     defaults: generationDefaultsSchema.optional(),
     limits: limitsSchema.optional(),
   })
@@ -127,9 +128,10 @@ function unknownBackendReferences(raw: unknown): string[] {
   const known = Object.keys(backends);
   return Object.entries(channels).flatMap(([channelId, channel]) => {
     const backend = isRecord(channel) ? channel['backend'] : undefined;
-    return typeof backend === 'string' && !known.includes(backend)
-      ? [`channels.${channelId}.backend: unknown backend "${backend}" (known: ${known.join(', ') || 'none'})`]
-      : [];
+    const names = typeof backend === 'string' ? [backend] : Array.isArray(backend) ? backend : [];
+    return names
+      .filter((name): name is string => typeof name === 'string' && !known.includes(name))
+      .map((name) => `channels.${channelId}.backend: unknown backend "${name}" (known: ${known.join(', ') || 'none'})`);
   });
 }
 
@@ -159,8 +161,8 @@ export function loadConfig(path: string): BotConfig {
 /** The settings that apply in one channel, or undefined when the channel is not enabled. */
 export interface ResolvedChannel {
   channelId: string;
-  backendName: string;
-  backend: BackendConfig;
+  /** The image servers this channel's jobs may run on, in the order configured. */
+  pool: Array<{ name: string; capacity: number }>;
   defaults: GenerationDefaults;
   limits: GenerationLimits;
 }
@@ -171,15 +173,18 @@ export function resolveChannel(config: BotConfig, channelId: string): ResolvedCh
     return undefined;
   }
 
-  const backend = config.backends[channel.backend];
-  if (backend === undefined) {
+  const names = typeof channel.backend === 'string' ? [channel.backend] : channel.backend;
+  const pool = names.flatMap((name) => {
+    const backend = config.backends[name];
+    return backend === undefined ? [] : [{ name, capacity: backend.capacity }];
+  });
+  if (pool.length === 0) {
     return undefined;
   }
 
   return {
     channelId,
-    backendName: channel.backend,
-    backend,
+    pool,
     defaults: { ...config.defaults, ...stripUndefined(channel.defaults ?? {}) } as GenerationDefaults,
     limits: { ...config.limits, ...stripUndefined(channel.limits ?? {}) } as GenerationLimits,
   };

@@ -11,10 +11,11 @@ export function channelWorkflowId(channelId: string): string {
   return `channel-${channelId}`;
 }
 
-/** One backend, one lease workflow: it hands out the backend's capacity to every channel and worker. */
-export function backendWorkflowId(backend: string): string {
-  return `backend-${backend}`;
-}
+/**
+ * The single workflow that hands out image-server capacity to every channel and worker, keeps track
+ * of which servers are healthy, and probes the ones taken out until they answer again.
+ */
+export const IMAGE_SERVERS_WORKFLOW_ID = 'image-servers';
 
 /** Search attributes that let an operator find a channel's workflow, and the channels a user is waiting in. */
 export const SEARCH_ATTRIBUTES = {
@@ -47,14 +48,18 @@ export interface GenerateRequest {
   guildId: string | null;
   userId: string;
   userName: string;
-  backend: string;
-  /** How many generations the backend runs at once (config `capacity`), for the estimated wait. */
-  backendCapacity: number;
+  /** The image servers this channel may use, with how many generations each runs at once. */
+  pool: PoolMember[];
   settings: GenerationSettings;
   /** Epoch ms when the endpoint received the interaction. */
   receivedAt: number;
   /** Epoch ms after which the workflow must refuse the request: the endpoint has already answered with an error. */
   acceptBefore: number;
+}
+
+export interface PoolMember {
+  name: string;
+  capacity: number;
 }
 
 /** Queue tuning handed to the workflow when it starts, taken from config.json. */
@@ -99,7 +104,33 @@ export interface LeaseRequest {
   leaseId: string;
   /** The workflow to signal with {@link leaseGrantedSignal} when the lease is granted. */
   holderWorkflowId: string;
+  /** Servers the job may run on; the least busy healthy one with a free slot is chosen. */
+  pool: PoolMember[];
+  /** A retry of a job that already waited its turn: served before new requests. */
+  priority: boolean;
+  /** A server to stay away from if another one can take the job (it just failed this job). */
+  avoid: string | null;
+}
+
+export interface LeaseGrant {
+  leaseId: string;
+  server: string;
+}
+
+export interface LeaseRelease {
+  leaseId: string;
+  /** `failed`: the server failed this job (error, or stopped answering); counts toward taking it out. */
+  outcome: 'ok' | 'failed' | 'withdrawn';
+}
+
+export interface ServerState {
+  name: string;
   capacity: number;
+  busy: number;
+  healthy: boolean;
+  consecutiveFailures: number;
+  /** When a taken-out server is probed next, epoch ms. */
+  probeAt: number | null;
 }
 
 /**
@@ -114,17 +145,17 @@ export const queueQuery = defineQuery<QueueSnapshot>('queue');
 /** Removes a queued request, or interrupts a running one. Only its requester or a moderator may. */
 export const cancelUpdate = defineUpdate<CancelResult, [CancelRequest]>('cancel');
 
-/** Sent by a backend lease workflow to the channel workflow whose lease it granted. */
-export const leaseGrantedSignal = defineSignal<[string]>('leaseGranted');
+/** Sent by the image-servers workflow to the channel workflow whose lease it granted. */
+export const leaseGrantedSignal = defineSignal<[LeaseGrant]>('leaseGranted');
 
-/** Asks a backend for a generation slot; repeated asks for the same lease id are harmless. */
+/** Asks for a generation slot; repeated asks for the same lease id are harmless. */
 export const acquireLeaseSignal = defineSignal<[LeaseRequest]>('acquireLease');
 
-/** Gives a slot back (or withdraws a request still waiting for one). */
-export const releaseLeaseSignal = defineSignal<[string]>('releaseLease');
+/** Gives a slot back (or withdraws a request still waiting for one), saying how the job went. */
+export const releaseLeaseSignal = defineSignal<[LeaseRelease]>('releaseLease');
 
-/** The backend lease workflow's state, for operators and tests. */
-export const leaseStateQuery = defineQuery<{ capacity: number; holders: string[]; waiting: string[] }>('leases');
+/** The image servers' state, for operators (Temporal UI) and tests. */
+export const serversQuery = defineQuery<{ servers: ServerState[]; waiting: string[] }>('servers');
 
 /** Button custom ids. They carry the request id; the channel comes from the interaction. */
 export const CUSTOM_ID = {

@@ -1,2 +1,3 @@
+// Every workflow type the workers run; bundled for the workflow sandbox.
 export { channelQueueWorkflow } from './workflows/channel-queue';
-export { backendLeaseWorkflow } from './workflows/backend-lease';
+export { imageServersWorkflow } from './workflows/image-servers';

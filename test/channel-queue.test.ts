@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
-import { backendWorkflowId, channelWorkflowId, leaseStateQuery, queueQuery } from '../src/shared';
+import { channelWorkflowId, IMAGE_SERVERS_WORKFLOW_ID, queueQuery, serversQuery } from '../src/shared';
 import type { RecordedCall } from '../src/standins/discord-api';
 import { readPngSize } from '../src/standins/png';
 import {
@@ -19,7 +19,10 @@ import {
 const MANAGE_MESSAGES = String(1n << 13n);
 
 const imageEdit = (token: string) => (call: RecordedCall) =>
-  call.token === token && call.method === 'PATCH' && call.files.length > 0 && call.status === 200;
+  call.token === token &&
+  call.method === 'PATCH' &&
+  call.files.some((f) => f.filename.startsWith('sd-')) &&
+  call.status === 200;
 const editSaying = (token: string, text: string | RegExp) => (call: RecordedCall) =>
   call.token === token &&
   call.status === 200 &&
@@ -59,7 +62,7 @@ describe('the channel queue', () => {
 
   test('a user gets at most two requests at once, and a failed job gives the slot back', async () => {
     await idle();
-    bot.images.failNext(3, 500);
+    bot.images.failNext(3, 500, 'slot one (fails)');
     const first = await bot.generate('slot one (fails)', { userId: user(1) });
     const second = await bot.generate('slot two', { userId: user(1) });
     const third = await bot.generate('slot three', { userId: user(1) });
@@ -234,9 +237,11 @@ describe('the channel queue', () => {
       assert.ok(spans[i]![0] >= spans[i - 1]![1], `request ${i} arrived before request ${i - 1} finished`);
     }
 
-    const lease = await env.client.workflow.getHandle(backendWorkflowId('local')).query(leaseStateQuery);
-    assert.equal(lease.capacity, 1);
-    assert.deepEqual(lease.holders, []);
+    const { servers } = await env.client.workflow.getHandle(IMAGE_SERVERS_WORKFLOW_ID).query(serversQuery);
+    assert.deepEqual(
+      servers.map((s) => ({ name: s.name, capacity: s.capacity, busy: s.busy, healthy: s.healthy })),
+      [{ name: 'local', capacity: 1, busy: 0, healthy: true }],
+    );
   });
 
   test('an operator finds the channel workflow and a user’s requests by search attributes', async () => {

@@ -47,5 +47,5 @@ test('an error names every bad field', () => {
 test('a channel not in the config is not enabled, unless a "*" entry enables every channel', () => {
   assert.equal(resolveChannel(parseConfig(valid), '999'), undefined);
   const open = parseConfig({ ...valid, channels: { '*': { backend: 'gpu' } } });
-  assert.equal(resolveChannel(open, '999')?.backendName, 'gpu');
+  assert.deepEqual(resolveChannel(open, '999')?.pool, [{ name: 'gpu', capacity: 1 }]);
 });

@@ -8,7 +8,7 @@ import type { RecordedCall } from '../src/standins/discord-api';
 import { BotHarness, CHANNEL_ID, sleep, startTemporal, type SentInteraction } from './helpers/bot-harness';
 
 const imageEdit = (token: string) => (call: RecordedCall) =>
-  call.token === token && call.files.length > 0 && call.status === 200;
+  call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200;
 
 describe('a channel workflow that continues as new', () => {
   let env: TestWorkflowEnvironment;

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
 import { channelWorkflowId, queueQuery } from '../src/shared';
+import type { RecordedCall } from '../src/standins/discord-api';
 import { readPngSize } from '../src/standins/png';
 import { fakeSnowflake, postSignedInteraction, slashCommandInteraction } from '../src/standins/interaction-signer';
 import { APPLICATION_ID, BotHarness, CHANNEL_ID, startTemporal } from './helpers/bot-harness';
@@ -24,9 +25,11 @@ function field(embed: Embed | undefined, name: string): string | undefined {
   return embed?.fields?.find((f) => f.name === name)?.value;
 }
 
-const isImageEdit =
-  (token: string) => (call: { route: string; token: string | null; files: unknown[]; status: number }) =>
-    call.route.startsWith('PATCH') && call.token === token && call.files.length > 0 && call.status === 200;
+const isImageEdit = (token: string) => (call: RecordedCall) =>
+  call.route.startsWith('PATCH') &&
+  call.token === token &&
+  call.files.some((f) => f.filename.startsWith('sd-')) &&
+  call.status === 200;
 
 describe('a signed /generate through the real endpoint and Temporal', () => {
   let env: TestWorkflowEnvironment;
@@ -166,7 +169,7 @@ describe('a signed /generate through the real endpoint and Temporal', () => {
   });
 
   test('a failing image server is retried, then the failure is reported, and the next request still runs', async () => {
-    bot.images.failNext(3, 500);
+    bot.images.failNext(3, 500, 'doomed castle');
     const failing = await bot.generate('doomed castle');
     const next = await bot.generate('hopeful castle');
 

@@ -1,5 +1,6 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { PNG } from 'pngjs';
 import { A1111Client, ImageServerError, type Txt2ImgParams } from '../src/backends/a1111';
 import {
@@ -7,7 +8,7 @@ import {
   type ImageServerStandIn,
   type ImageServerStandInOptions,
 } from '../src/standins/image-server';
-import { readPngSize } from '../src/standins/png';
+import { encodePng, readPngSize } from '../src/standins/png';
 
 const portrait: Txt2ImgParams = {
   prompt: 'a lighthouse at dusk, oil painting',
@@ -234,6 +235,110 @@ test('a server that is not listening is unreachable and retryable', async () => 
     client.progress(),
     isImageServerError({ code: 'IMAGE_SERVER_UNREACHABLE', status: undefined, retryable: true }),
   );
+});
+
+test('an img2img from a real PNG yields a PNG of the requested size, recorded with its strength', async (t) => {
+  const server = await startStandIn(t, { delayMs: 0 });
+  const client = new A1111Client(server.url);
+  const initImage = encodePng(64, 48, 5, 'a sketch of a lighthouse');
+
+  const image = await client.img2img({ ...portrait, width: 128, height: 96, initImage, denoisingStrength: 0.6 });
+
+  const decoded = PNG.sync.read(image.png);
+  assert.equal(decoded.width, 128);
+  assert.equal(decoded.height, 96);
+  assert.equal(image.seed, 1234);
+  assert.equal(server.requests.length, 1);
+  assert.equal(server.requests[0]?.mode, 'img2img');
+  assert.equal(server.requests[0]?.denoisingStrength, 0.6);
+  assert.equal(server.requests[0]?.initImageBytes, initImage.length);
+  assert.equal(server.requests[0]?.prompt, portrait.prompt);
+});
+
+test('a txt2img is recorded as txt2img, with no strength and no init image', async (t) => {
+  const server = await startStandIn(t, { delayMs: 0 });
+  const client = new A1111Client(server.url);
+
+  await client.txt2img({ ...portrait, width: 64, height: 64 });
+
+  assert.equal(server.requests[0]?.mode, 'txt2img');
+  assert.equal(server.requests[0]?.denoisingStrength, null);
+  assert.equal(server.requests[0]?.initImageBytes, null);
+});
+
+test('an img2img without an init image is a 422 that names init_images', async (t) => {
+  const server = await startStandIn(t);
+  const withoutImage = { prompt: portrait.prompt, width: 64, height: 64, denoising_strength: 0.5 };
+
+  const response = await fetch(`${server.url}/sdapi/v1/img2img`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(withoutImage),
+  });
+
+  assert.equal(response.status, 422);
+  const body = (await response.json()) as { detail: Array<{ loc: string[] }> };
+  assert.deepEqual(
+    body.detail.map((issue) => issue.loc.join('.')),
+    ['body.init_images'],
+  );
+  assert.equal(server.requests.length, 0);
+});
+
+test('an img2img whose init image is not an image is a non-retryable 422', async (t) => {
+  const server = await startStandIn(t);
+  const client = new A1111Client(server.url);
+  const initImage = Buffer.from('<!doctype html><p>not a picture');
+
+  await assert.rejects(client.img2img({ ...portrait, initImage, denoisingStrength: 0.5 }), (error: unknown) => {
+    isImageServerError({ code: 'IMAGE_SERVER_HTTP', status: 422, retryable: false })(error);
+    assert.match((error as Error).message, /\/sdapi\/v1\/img2img/);
+    assert.match((error as Error).message, /init_images/);
+    return true;
+  });
+  assert.equal(server.requests.length, 0);
+});
+
+test('an img2img with a denoising strength outside 0..1 is a non-retryable 422', async (t) => {
+  const server = await startStandIn(t);
+  const client = new A1111Client(server.url);
+  const initImage = encodePng(64, 64, 5);
+
+  await assert.rejects(client.img2img({ ...portrait, initImage, denoisingStrength: 1.5 }), (error: unknown) => {
+    isImageServerError({ code: 'IMAGE_SERVER_HTTP', status: 422, retryable: false })(error);
+    assert.match((error as Error).message, /denoising_strength/);
+    return true;
+  });
+  assert.equal(server.requests.length, 0);
+});
+
+test('an init image larger than a default 1 MiB request body is accepted', async (t) => {
+  const server = await startStandIn(t, { delayMs: 0 });
+  const client = new A1111Client(server.url);
+  const noise = new PNG({ width: 640, height: 640 });
+  randomBytes(noise.data.length).copy(noise.data);
+  const initImage = PNG.sync.write(noise);
+  assert.ok(initImage.length > 1_048_576, `the noise PNG is only ${initImage.length} bytes`);
+
+  const image = await client.img2img({ ...portrait, width: 64, height: 64, initImage, denoisingStrength: 0.3 });
+
+  assert.deepEqual(readPngSize(image.png), { width: 64, height: 64 });
+  assert.equal(server.requests[0]?.initImageBytes, initImage.length);
+});
+
+test('img2img and txt2img share the lock and never overlap', async (t) => {
+  const server = await startStandIn(t, { delayMs: 200 });
+  const client = new A1111Client(server.url);
+  const initImage = encodePng(64, 64, 5);
+
+  await Promise.all([
+    client.img2img({ ...portrait, width: 64, height: 64, initImage, denoisingStrength: 0.5 }),
+    client.txt2img({ ...portrait, width: 64, height: 64 }),
+  ]);
+
+  const [earlier, later] = server.busyIntervals() as [{ start: number; end: number }, { start: number; end: number }];
+  assert.ok(later.start >= earlier.end, `the second job started at ${later.start}, before ${earlier.end}`);
+  assert.equal(server.peakConcurrentRequests, 2);
 });
 
 function sleep(ms: number): Promise<void> {

@@ -30,7 +30,10 @@ describe('a request that outlives its interaction token', () => {
     try {
       const first = await bot.generate('first in line', { userId: '500000000000000201' });
       const late = await bot.generate('waits past its token', { userId: '500000000000000202' });
-      await bot.discord.waitFor((call) => call.token === first.token && call.files.length > 0, 15_000);
+      await bot.discord.waitFor(
+        (call) => call.token === first.token && call.files.some((f) => f.filename.startsWith('sd-')),
+        15_000,
+      );
 
       const posted = await bot.discord.waitFor(
         (call) => call.route === 'POST /channels/:channel/messages' && call.status === 200,
@@ -66,7 +69,10 @@ describe('a request that outlives its interaction token', () => {
     try {
       // One measured generation first, so the queue can estimate waits.
       const warmup = await bot.generate('warm up', { userId: '500000000000000211' });
-      await bot.discord.waitFor((call) => call.token === warmup.token && call.files.length > 0, 15_000);
+      await bot.discord.waitFor(
+        (call) => call.token === warmup.token && call.files.some((f) => f.filename.startsWith('sd-')),
+        15_000,
+      );
 
       await bot.generate('runs now', { userId: '500000000000000212' });
       await bot.generate('second', { userId: '500000000000000213' });
@@ -112,7 +118,10 @@ describe('a request that outlives its interaction token', () => {
       assert.equal(bot.discord.calls.filter((call) => call.route.startsWith('POST /channels')).length, 0);
 
       const next = await bot.generate('after the undeliverable one', { userId: '500000000000000223' });
-      await bot.discord.waitFor((call) => call.token === next.token && call.files.length > 0, 15_000);
+      await bot.discord.waitFor(
+        (call) => call.token === next.token && call.files.some((f) => f.filename.startsWith('sd-')),
+        15_000,
+      );
     } finally {
       await bot.stop();
       await endChannelWorkflow(env);

@@ -12,7 +12,7 @@ import { readPngSize } from '../src/standins/png';
 import { BotHarness, BOT_TOKEN, sleep, startTemporal } from './helpers/bot-harness';
 
 const imageEdit = (token: string) => (call: RecordedCall) =>
-  call.token === token && call.files.length > 0 && call.status === 200;
+  call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200;
 
 function startWorkerProcess(env: TestWorkflowEnvironment, bot: BotHarness): Promise<ChildProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(__dirname, 'helpers', 'worker-process.ts')], {

@@ -16,6 +16,14 @@ export interface Txt2ImgParams {
   model?: string;
 }
 
+/** What to draw from a starting image: everything {@link Txt2ImgParams} has, plus the image and how far to move. */
+export interface Img2ImgParams extends Txt2ImgParams {
+  /** The starting image: PNG, JPEG or WebP bytes. The WebUI resizes it to `width` x `height`. */
+  initImage: Buffer;
+  /** How far to move away from the starting image, 0 (keep it) to 1 (ignore it). */
+  denoisingStrength: number;
+}
+
 export interface GeneratedImage {
   png: Buffer;
   /** The seed actually used, so a random (`-1`) request can be reproduced. */
@@ -77,6 +85,7 @@ const DEFAULTS = {
 } as const satisfies Record<string, number>;
 
 const TXT2IMG_PATH = 'sdapi/v1/txt2img';
+const IMG2IMG_PATH = 'sdapi/v1/img2img';
 const PROGRESS_PATH = 'sdapi/v1/progress?skip_current_image=false';
 const INTERRUPT_PATH = 'sdapi/v1/interrupt';
 const MODELS_PATH = 'sdapi/v1/sd-models';
@@ -84,13 +93,13 @@ const SAMPLERS_PATH = 'sdapi/v1/samplers';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-const txt2imgReply = z.object({
+const generationReply = z.object({
   images: z.array(z.string()).min(1),
   // A1111 and Forge send a JSON string; accept an already-decoded object too.
   info: z.union([z.string(), z.record(z.string(), z.unknown())]),
 });
 
-const txt2imgInfo = z.object({
+const generationInfo = z.object({
   seed: z.number().int(),
   sd_model_name: z.string().nullish(),
 });
@@ -124,7 +133,7 @@ interface RequestOptions {
  * of errors. Throws a `TypeError` when `baseUrl` is not an http(s) URL, and a `RangeError` when
  * `requestTimeoutMs` is not positive.
  *
- * Every method throws {@link ImageServerError} on failure. txt2img waits up to `requestTimeoutMs`
+ * Every method throws {@link ImageServerError} on failure. txt2img and img2img wait up to `requestTimeoutMs`
  * (default 600_000 ms); the other calls up to 15 s.
  */
 export class A1111Client {
@@ -169,39 +178,24 @@ export class A1111Client {
    * when the image is not a PNG (the WebUI's `samples_format` setting must be `png`).
    */
   async txt2img(params: Txt2ImgParams, options: { signal?: AbortSignal } = {}): Promise<GeneratedImage> {
+    return this.#generate(TXT2IMG_PATH, generationBody(params), options.signal);
+  }
+
+  /**
+   * Generates one image from a starting image (`POST /sdapi/v1/img2img`), otherwise exactly like {@link txt2img}:
+   * same timeout, waiting and abort behaviour, and errors. The image travels base64-encoded in the JSON body,
+   * a third larger than the file.
+   *
+   * Keep `denoisingStrength` within 0..1 and pass only images already checked (as `fetchInitImage` does): the
+   * WebUI may answer an undecodable image with a 500, which reads as retryable.
+   */
+  async img2img(params: Img2ImgParams, options: { signal?: AbortSignal } = {}): Promise<GeneratedImage> {
     const body = {
-      prompt: params.prompt,
-      negative_prompt: params.negativePrompt,
-      seed: params.seed,
-      sampler_name: params.sampler,
-      steps: params.steps,
-      cfg_scale: params.cfgScale,
-      width: params.width,
-      height: params.height,
-      batch_size: 1,
-      n_iter: 1,
-      send_images: true,
-      save_images: false,
-      ...(params.model === undefined ? {} : { override_settings: { sd_model_checkpoint: params.model } }),
-      override_settings_restore_afterwards: true,
+      ...generationBody(params),
+      init_images: [params.initImage.toString('base64')],
+      denoising_strength: params.denoisingStrength,
     };
-    const target = this.#target(TXT2IMG_PATH);
-    const reply = await this.#requestJson('POST', target, txt2imgReply, {
-      body,
-      timeoutMs: this.#requestTimeoutMs,
-      signal: options.signal,
-    });
-
-    const png = decodeBase64(reply.images[0] ?? '');
-    const size = pngSize(png);
-    if (size === undefined) {
-      throw badReply('POST', target, 'the image is not a PNG; set the WebUI samples_format option to png');
-    }
-
-    const infoJson = typeof reply.info === 'string' ? parseJson(reply.info) : reply.info;
-    const info = parseReply('POST', target, txt2imgInfo, infoJson, 'info');
-
-    return { png, seed: info.seed, model: info.sd_model_name ?? null, ...size };
+    return this.#generate(IMG2IMG_PATH, body, options.signal);
   }
 
   /**
@@ -248,6 +242,27 @@ export class A1111Client {
       timeoutMs: DEFAULTS.controlTimeoutMs,
     });
     return reply.map((sampler) => sampler.name);
+  }
+
+  /** Posts a txt2img or img2img body and reads the one PNG and its seed out of the reply. */
+  async #generate(path: string, body: object, signal: AbortSignal | undefined): Promise<GeneratedImage> {
+    const target = this.#target(path);
+    const reply = await this.#requestJson('POST', target, generationReply, {
+      body,
+      timeoutMs: this.#requestTimeoutMs,
+      signal,
+    });
+
+    const png = decodeBase64(reply.images[0] ?? '');
+    const size = pngSize(png);
+    if (size === undefined) {
+      throw badReply('POST', target, 'the image is not a PNG; set the WebUI samples_format option to png');
+    }
+
+    const infoJson = typeof reply.info === 'string' ? parseJson(reply.info) : reply.info;
+    const info = parseReply('POST', target, generationInfo, infoJson, 'info');
+
+    return { png, seed: info.seed, model: info.sd_model_name ?? null, ...size };
   }
 
   #target(path: string): URL {
@@ -314,6 +329,26 @@ export class A1111Client {
 
     return text;
   }
+}
+
+/** The fields txt2img and img2img share, in the WebUI's names. */
+function generationBody(params: Txt2ImgParams): Record<string, unknown> {
+  return {
+    prompt: params.prompt,
+    negative_prompt: params.negativePrompt,
+    seed: params.seed,
+    sampler_name: params.sampler,
+    steps: params.steps,
+    cfg_scale: params.cfgScale,
+    width: params.width,
+    height: params.height,
+    batch_size: 1,
+    n_iter: 1,
+    send_images: true,
+    save_images: false,
+    ...(params.model === undefined ? {} : { override_settings: { sd_model_checkpoint: params.model } }),
+    override_settings_restore_afterwards: true,
+  };
 }
 
 function badReply(method: string, target: URL, reason: string): ImageServerError {

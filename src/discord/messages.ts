@@ -38,6 +38,7 @@ export interface ImageDetails {
 const EMBED_COLOR_DONE = 0x57_f2_87;
 const EMBED_COLOR_FAILED = 0xed_42_45;
 const EMBED_COLOR_CANCELLED = 0x99_aa_b5;
+const EMBED_COLOR_PROGRESS = 0x58_65_f2;
 
 export function renderStatus(status: RequestStatus): RESTPatchAPIWebhookWithTokenMessageJSONBody {
   switch (status.kind) {
@@ -94,6 +95,46 @@ export function renderStatus(status: RequestStatus): RESTPatchAPIWebhookWithToke
         allowed_mentions: { parse: [] },
       };
   }
+}
+
+export interface ProgressView {
+  requestId: string;
+  settings: GenerationSettings;
+  /** 0..1 */
+  fraction: number;
+  step: number;
+  steps: number;
+  etaSeconds: number | null;
+  /** Name of an attached low-resolution preview, shown in the embed; null when there is none. */
+  previewFilename: string | null;
+}
+
+const PROGRESS_BAR_CELLS = 20;
+
+/** A running generation: progress bar, percentage, step x/y, time left and the preview, if any. */
+export function renderProgress(view: ProgressView): RESTPatchAPIWebhookWithTokenMessageJSONBody {
+  const { width, height, steps, sampler } = view.settings;
+  const fraction = Math.min(1, Math.max(0, view.fraction));
+  const filled = Math.round(fraction * PROGRESS_BAR_CELLS);
+  const bar = `${'█'.repeat(filled)}${'░'.repeat(PROGRESS_BAR_CELLS - filled)}`;
+  const left = view.etaSeconds === null ? '' : ` · about ${formatDuration(view.etaSeconds * 1_000)} left`;
+  const stepText = view.steps > 0 ? ` · step ${view.step}/${view.steps}` : '';
+  const embed: APIEmbed = {
+    title: 'Generating',
+    description: `\`${bar}\` ${Math.round(fraction * 100)}%${stepText}${left}`,
+    color: EMBED_COLOR_PROGRESS,
+    footer: { text: `${width}×${height} · ${steps} steps · ${sampler}` },
+  };
+  if (view.previewFilename !== null) {
+    embed.image = { url: `attachment://${view.previewFilename}` };
+  }
+
+  return {
+    content: '',
+    embeds: [embed],
+    components: [cancelRow(view.requestId)],
+    attachments: view.previewFilename === null ? [] : [{ id: 0, filename: view.previewFilename }],
+  };
 }
 
 /** The final message: the image attached, an embed with everything needed to make it again, and Re-roll. */

@@ -2,6 +2,7 @@ import { createHash, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
+import { PNG } from 'pngjs';
 import { encodePng } from './png';
 
 /**
@@ -25,8 +26,13 @@ export interface ImageServerStandInOptions {
   samplers?: string[];
 }
 
-/** One txt2img call that got past validation, recorded once it held the lock. Times are epoch milliseconds. */
+/**
+ * One txt2img or img2img call that got past validation, recorded once it held the lock. Times are epoch
+ * milliseconds.
+ */
 export interface Txt2ImgRecord {
+  /** Which route the call came through. */
+  mode: GenerationMode;
   prompt: string;
   negativePrompt: string;
   /** The seed used: the requested one, or the random pick for `-1`. */
@@ -38,6 +44,10 @@ export interface Txt2ImgRecord {
   cfgScale: number;
   /** The checkpoint title used. */
   model: string;
+  /** img2img: the requested denoising strength, 0..1; `null` for txt2img. */
+  denoisingStrength: number | null;
+  /** img2img: the size of the decoded init image in bytes; `null` for txt2img. */
+  initImageBytes: number | null;
   /** When the HTTP request arrived, before it waited for the lock. */
   receivedAt: number;
   startedAt: number;
@@ -47,17 +57,24 @@ export interface Txt2ImgRecord {
   failedWith: number | null;
 }
 
+export type GenerationMode = 'txt2img' | 'img2img';
+
 export interface ImageServerStandIn {
   /** Base URL without a trailing slash, e.g. `http://127.0.0.1:54321`. */
   readonly url: string;
-  /** Every txt2img that started, in start order; the live list, updated as jobs finish. */
+  /** Every txt2img and img2img that started, in start order; the live list, updated as jobs finish. */
   readonly requests: Txt2ImgRecord[];
   /** How many interrupt calls arrived, whether or not a job was running. */
   readonly interrupts: number;
-  /** The most txt2img calls that were ever open at once (waiting for the lock or running). */
+  /** The most txt2img and img2img calls that were ever open at once (waiting for the lock or running). */
   readonly peakConcurrentRequests: number;
-  /** Makes the next `count` valid txt2img calls answer `status` (default 500) with a WebUI-style error body. */
-  failNext(count: number, status?: number): void;
+  /**
+   * Makes the next `count` valid txt2img or img2img calls answer `status` (default 500) with a WebUI-style error
+   * body.
+   *
+   * With `onlyPrompt`, only calls for exactly that prompt fail; others pass through.
+   */
+  failNext(count: number, status?: number, onlyPrompt?: string): void;
   /** Changes how long the next generations take, in milliseconds. */
   setDelay(ms: number): void;
   /** The [start, end] of each finished job (failed and interrupted ones included), in start order. */
@@ -75,10 +92,13 @@ const DEFAULTS = {
 } as const;
 
 const FAILURE_DELAY_MS = 50;
+const BODY_LIMIT_BYTES = 64 * 1_024 * 1_024; // 64 MiB: img2img sends the init image base64-encoded in JSON
+const DEFAULT_DENOISING_STRENGTH = 0.75;
 const PREVIEW_SIZE = 64;
 const STANDALONE_PORT = 7860;
 
-interface Txt2ImgRequest {
+interface GenerationRequest {
+  mode: GenerationMode;
   prompt: string;
   negativePrompt: string;
   seed: number;
@@ -89,6 +109,8 @@ interface Txt2ImgRequest {
   height: number;
   model: string | undefined;
   keepModel: boolean;
+  denoisingStrength: number | null;
+  initImageBytes: number | null;
 }
 
 interface ValidationIssue {
@@ -119,32 +141,36 @@ export async function startImageServer(options: ImageServerStandInOptions = {}):
   }
 
   const state = new WebUiState(models[0] ?? '', delayMs);
-  const app = Fastify({ logger: false });
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT_BYTES });
 
   app.setNotFoundHandler(async (_request, reply) => reply.code(404).send({ detail: 'Not Found' }));
 
-  app.post('/sdapi/v1/txt2img', async (request, reply) => {
-    const parsed = parseTxt2Img(request.body, samplers[0] ?? '');
-    if ('issues' in parsed) {
-      return reply.code(422).send({ detail: parsed.issues });
-    }
+  for (const mode of ['txt2img', 'img2img'] as const) {
+    app.post(`/sdapi/v1/${mode}`, async (request, reply) => {
+      const parsed = parseGeneration(mode, request.body, samplers[0] ?? '');
+      if ('issues' in parsed) {
+        return reply.code(422).send({ detail: parsed.issues });
+      }
 
-    if (!samplers.includes(parsed.sampler) && !samplers.map(samplerAlias).includes(parsed.sampler)) {
-      return reply.code(404).send({ detail: 'Sampler not found' });
-    }
+      if (!samplers.includes(parsed.sampler) && !samplers.map(samplerAlias).includes(parsed.sampler)) {
+        return reply.code(404).send({ detail: 'Sampler not found' });
+      }
 
-    const outcome = await state.generate(parsed);
-    if ('failedWith' in outcome) {
-      return reply.code(outcome.failedWith).send({
-        error: 'RuntimeError',
-        detail: '',
-        body: '',
-        errors: `failure injected by the stand-in (status ${outcome.failedWith})`,
-      });
-    }
+      const outcome = await state.generate(parsed);
+      if ('failedWith' in outcome) {
+        return reply.code(outcome.failedWith).send({
+          error: 'RuntimeError',
+          detail: '',
+          body: '',
+          errors: `failure injected by the stand-in (status ${outcome.failedWith})`,
+        });
+      }
 
-    return { images: [outcome.png.toString('base64')], parameters: request.body, info: outcome.info };
-  });
+      // Like the WebUI, img2img does not echo the init images back.
+      const parameters = mode === 'img2img' ? { ...(request.body as object), init_images: null } : request.body;
+      return { images: [outcome.png.toString('base64')], parameters, info: outcome.info };
+    });
+  }
 
   app.get('/sdapi/v1/progress', async (request) => {
     const query = request.query as Record<string, unknown>;
@@ -178,7 +204,7 @@ export async function startImageServer(options: ImageServerStandInOptions = {}):
     get peakConcurrentRequests() {
       return state.peakConcurrentRequests;
     },
-    failNext: (count, status = 500) => state.failNext(count, status),
+    failNext: (count, status = 500, onlyPrompt) => state.failNext(count, status, onlyPrompt),
     setDelay: (ms) => state.setDelay(ms),
     busyIntervals: () => state.busyIntervals(),
     close: async () => {
@@ -196,7 +222,7 @@ class WebUiState {
   #openRequests = 0;
   currentModel: string;
   #delayMs: number;
-  #injectedFailures: number[] = [];
+  #injectedFailures: Array<{ status: number; onlyPrompt: string | undefined }> = [];
   #running: RunningJob | null = null;
   #queueTail: Promise<void> = Promise.resolve();
   #closing = false;
@@ -206,7 +232,7 @@ class WebUiState {
     this.#delayMs = checkDelay(delayMs);
   }
 
-  failNext(count: number, status: number): void {
+  failNext(count: number, status: number, onlyPrompt?: string): void {
     if (!Number.isInteger(count) || count < 0) {
       throw new RangeError(`failNext needs a count of zero or more, got ${count}`);
     }
@@ -216,7 +242,7 @@ class WebUiState {
     }
 
     for (let i = 0; i < count; i++) {
-      this.#injectedFailures.push(status);
+      this.#injectedFailures.push({ status, onlyPrompt });
     }
   }
 
@@ -240,8 +266,11 @@ class WebUiState {
     this.#running?.stop.abort();
   }
 
-  async generate(request: Txt2ImgRequest): Promise<{ png: Buffer; info: string } | { failedWith: number }> {
-    const injectedStatus = this.#injectedFailures.shift();
+  async generate(request: GenerationRequest): Promise<{ png: Buffer; info: string } | { failedWith: number }> {
+    const failureIndex = this.#injectedFailures.findIndex(
+      (failure) => failure.onlyPrompt === undefined || failure.onlyPrompt === request.prompt,
+    );
+    const injectedStatus = failureIndex === -1 ? undefined : this.#injectedFailures.splice(failureIndex, 1)[0]?.status;
     const receivedAt = Date.now();
     this.#openRequests += 1;
     this.peakConcurrentRequests = Math.max(this.peakConcurrentRequests, this.#openRequests);
@@ -253,6 +282,7 @@ class WebUiState {
       }
 
       const record: Txt2ImgRecord = {
+        mode: request.mode,
         prompt: request.prompt,
         negativePrompt: request.negativePrompt,
         seed: request.seed === -1 ? randomInt(0, 2 ** 32) : request.seed,
@@ -262,6 +292,8 @@ class WebUiState {
         sampler: request.sampler,
         cfgScale: request.cfgScale,
         model,
+        denoisingStrength: request.denoisingStrength,
+        initImageBytes: request.initImageBytes,
         receivedAt,
         startedAt: Date.now(),
         finishedAt: null,
@@ -341,8 +373,15 @@ function checkDelay(ms: number): number {
   return ms;
 }
 
-/** Validates a txt2img body the way the WebUI's request model does, with FastAPI's 422 issue format. */
-function parseTxt2Img(body: unknown, defaultSampler: string): Txt2ImgRequest | { issues: ValidationIssue[] } {
+/**
+ * Validates a txt2img or img2img body the way the WebUI's request models do, with FastAPI's 422 issue format.
+ * img2img also needs a decodable first init image and a denoising strength within 0..1 (default 0.75).
+ */
+function parseGeneration(
+  mode: GenerationMode,
+  body: unknown,
+  defaultSampler: string,
+): GenerationRequest | { issues: ValidationIssue[] } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     return { issues: [{ loc: ['body'], msg: 'Input should be a valid dictionary', type: 'dict_type' }] };
   }
@@ -387,11 +426,33 @@ function parseTxt2Img(body: unknown, defaultSampler: string): Txt2ImgRequest | {
     typeof overrides === 'object' && overrides !== null ? Reflect.get(overrides, 'sd_model_checkpoint') : undefined;
   check('override_settings', model === undefined || isString(model), 'sd_model_checkpoint should be a valid string');
 
+  let denoisingStrength: number | null = null;
+  let initImageBytes: number | null = null;
+  if (mode === 'img2img') {
+    const initImages = fields['init_images'];
+    const first: unknown = Array.isArray(initImages) ? initImages[0] : undefined;
+    initImageBytes = typeof first === 'string' ? decodedImageBytes(first) : null;
+    if (!Array.isArray(initImages) || initImages.length === 0) {
+      const missing = initImages === undefined || initImages === null;
+      issues.push({
+        loc: ['body', 'init_images'],
+        msg: missing ? 'Field required' : 'List should have at least 1 item',
+        type: missing ? 'missing' : 'too_short',
+      });
+    } else {
+      check('init_images', initImageBytes !== null, 'The first init image is not a decodable PNG, JPEG or WebP');
+    }
+
+    denoisingStrength = read('denoising_strength', DEFAULT_DENOISING_STRENGTH, isNumber, 'Input should be a number');
+    check('denoising_strength', denoisingStrength >= 0 && denoisingStrength <= 1, 'Input should be within 0..1');
+  }
+
   if (issues.length > 0) {
     return { issues };
   }
 
   return {
+    mode,
     prompt,
     negativePrompt,
     seed,
@@ -402,7 +463,32 @@ function parseTxt2Img(body: unknown, defaultSampler: string): Txt2ImgRequest | {
     height,
     model: isString(model) ? model : undefined,
     keepModel: fields['override_settings_restore_afterwards'] === false,
+    denoisingStrength,
+    initImageBytes,
   };
+}
+
+/**
+ * The byte size of a base64 (or data URL) init image, or `null` when it is not an image. PNGs are fully decoded.
+ * Limitation: JPEG and WebP are only recognised by their signature, since decoding them would need another package.
+ */
+function decodedImageBytes(encoded: string): number | null {
+  const comma = encoded.startsWith('data:') ? encoded.indexOf(',') : -1;
+  const bytes = Buffer.from(encoded.slice(comma + 1), 'base64');
+  if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) {
+    return bytes.length;
+  }
+
+  if (bytes.length >= 12 && bytes.toString('latin1', 0, 4) === 'RIFF' && bytes.toString('latin1', 8, 12) === 'WEBP') {
+    return bytes.length;
+  }
+
+  try {
+    PNG.sync.read(bytes);
+    return bytes.length;
+  } catch {
+    return null;
+  }
 }
 
 /** The short name the WebUI reports for a checkpoint title: no hash, no file extension. */
@@ -445,7 +531,7 @@ function describeState(job: RunningJob | null, fraction: number): object {
   return {
     skipped: false,
     interrupted: job?.stop.signal.aborted ?? false,
-    job: job === null ? '' : 'scripts_txt2img',
+    job: job === null ? '' : `scripts_${job.record.mode}`,
     job_count: job === null ? 0 : 1,
     job_timestamp: job === null ? '0' : webUiTimestamp(job.record.startedAt),
     job_no: 0,
@@ -467,6 +553,7 @@ function describeResult(record: Txt2ImgRecord): object {
       `Seed: ${record.seed}`,
       `Size: ${record.width}x${record.height}`,
       `Model: ${model}`,
+      ...(record.denoisingStrength === null ? [] : [`Denoising strength: ${record.denoisingStrength}`]),
     ].join(', '),
   ].join('\n');
 
@@ -481,6 +568,7 @@ function describeResult(record: Txt2ImgRecord): object {
     steps: record.steps,
     cfg_scale: record.cfgScale,
     sd_model_name: model,
+    ...(record.denoisingStrength === null ? {} : { denoising_strength: record.denoisingStrength }),
     infotexts: [infotext],
   };
 }

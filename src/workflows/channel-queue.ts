@@ -11,17 +11,20 @@ import {
   log,
   proxyActivities,
   setHandler,
+  sleep,
   TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
 
+import { TimeoutType } from '@temporalio/common';
+
 import type { BotActivities, GenerateImageResult } from '../activities';
 import type { ImageDetails, RequestStatus } from '../discord/messages';
 import {
-  backendWorkflowId,
   cancelUpdate,
   enqueueUpdate,
+  IMAGE_SERVERS_WORKFLOW_ID,
   leaseGrantedSignal,
   queueQuery,
   releaseLeaseSignal,
@@ -30,6 +33,7 @@ import {
   type ChannelQueueSettings,
   type EnqueueResult,
   type GenerateRequest,
+  type LeaseRelease,
   type QueueSnapshot,
 } from '../shared';
 
@@ -91,7 +95,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   let completed = carried?.completed ?? 0;
   const running = new Map<string, RunningJob>();
   const inFlight = new Set<Promise<void>>();
-  const grantedLeases = new Set<string>();
+  /** Lease id -> the server it was granted on. */
+  const grantedLeases = new Map<string, string>();
   // Bumped whenever the queue changes, to wake whoever shows positions.
   let queueVersion = 0;
   // The SdUserIds search attribute as last written, to write it only when it changes.
@@ -109,17 +114,14 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     startToCloseTimeout: '30s',
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s' },
   });
+  // One attempt per activity: retries are the workflow's, through the scheduler, so that a failed
+  // attempt can move to another server and a failing server is taken out of rotation.
   const generator = proxyActivities<BotActivities>({
     startToCloseTimeout: settings.generationTimeoutMs,
     heartbeatTimeout: settings.heartbeatTimeoutMs,
     // A cancelled generation must have stopped on the server before its slot is given to the next job.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: {
-      initialInterval: settings.retryInitialIntervalMs,
-      backoffCoefficient: 2,
-      maximumAttempts: settings.generationAttempts,
-      nonRetryableErrorTypes: ['IMAGE_SERVER_REJECTED', 'UNKNOWN_BACKEND'],
-    },
+    retry: { maximumAttempts: 1 },
   });
 
   const activeCountOf = (userId: string): number =>
@@ -191,8 +193,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     return { status: 'cancelled', wasRunning: false };
   });
 
-  setHandler(leaseGrantedSignal, (leaseId) => {
-    grantedLeases.add(leaseId);
+  setHandler(leaseGrantedSignal, ({ leaseId, server }) => {
+    grantedLeases.set(leaseId, server);
   });
 
   setHandler(queueQuery, (): QueueSnapshot => {
@@ -271,12 +273,15 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   }
 
   function estimatedWaitMs(position: number, request: GenerateRequest): number | null {
-    const average = averageDurationMs[request.backend];
+    const average = averageDurationMs[poolKey(request)];
     if (average === undefined) {
       return null;
     }
 
-    const capacity = Math.max(1, request.backendCapacity);
+    const capacity = Math.max(
+      1,
+      request.pool.reduce((sum, member) => sum + member.capacity, 0),
+    );
     const elapsed = [...running.values()].map((run) => Date.now() - run.startedAt);
     const soonestLeft = elapsed.length === 0 ? 0 : Math.max(0, average - Math.max(...elapsed));
     return soonestLeft + Math.floor((position - 1) / capacity) * average;
@@ -313,7 +318,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
             position,
             etaMs,
             tokenLifetimeMs: settings.interactionTokenLifetimeMs,
-            mayOutlastToken: etaMs !== null && etaMs + (averageDurationMs[job.request.backend] ?? 0) > tokenLeftMs,
+            mayOutlastToken: etaMs !== null && etaMs + (averageDurationMs[poolKey(job.request)] ?? 0) > tokenLeftMs,
           });
         });
       }
@@ -328,32 +333,45 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     }
   }
 
-  /** Waits for a generation slot on the job's backend; false if the job was cancelled meanwhile. */
-  async function acquireLease(job: Job): Promise<boolean> {
-    const leaseId = job.request.requestId;
+  /**
+   * Asks the image-servers workflow for a slot on one of the job's servers and waits for the grant.
+   * Returns the granted server, or null when `abandon()` became true first (the job was cancelled).
+   */
+  async function acquireLease(
+    request: GenerateRequest,
+    leaseId: string,
+    options: { priority: boolean; avoid: string | null },
+    abandon: () => boolean,
+  ): Promise<string | null> {
     await leases.requestLease({
-      backend: job.request.backend,
-      capacity: job.request.backendCapacity,
       leaseId,
       holderWorkflowId: workflowInfo().workflowId,
+      pool: request.pool,
+      priority: options.priority,
+      avoid: options.avoid,
     });
-    await condition(() => grantedLeases.has(leaseId) || waiting[0] !== job);
-    if (waiting[0] !== job) {
-      releaseLease(job.request.backend, leaseId);
-      return false;
+    await condition(() => grantedLeases.has(leaseId) || abandon());
+    const server = grantedLeases.get(leaseId);
+    if (server === undefined || abandon()) {
+      releaseLease(leaseId, 'withdrawn');
+      return null;
     }
 
-    return true;
+    return server;
   }
 
-  function releaseLease(backend: string, leaseId: string): void {
+  function releaseLease(leaseId: string, outcome: LeaseRelease['outcome']): void {
     grantedLeases.delete(leaseId);
-    getExternalWorkflowHandle(backendWorkflowId(backend))
-      .signal(releaseLeaseSignal, leaseId)
+    getExternalWorkflowHandle(IMAGE_SERVERS_WORKFLOW_ID)
+      .signal(releaseLeaseSignal, { leaseId, outcome })
       .catch((error: unknown) => log.warn('lease release failed', { leaseId, error: describe(error) }));
   }
 
-  async function runJob(job: Job): Promise<void> {
+  /**
+   * Generates the job's image, moving to another server of the pool when one fails (with backoff),
+   * then delivers it. One attempt at a time: a job never runs on two servers at once.
+   */
+  async function runJob(job: Job, firstServer: string, firstLeaseId: string): Promise<void> {
     const { request } = job;
     const run: RunningJob = { job, startedAt: Date.now(), scope: new CancellationScope(), cancelledBy: null };
     running.set(request.requestId, run);
@@ -364,14 +382,70 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
       settings: request.settings,
     });
 
-    let result: GenerateImageResult;
+    let server: string | null = firstServer;
+    let leaseId = firstLeaseId;
+    let result: GenerateImageResult | undefined;
+    let failure: unknown;
     try {
-      result = await run.scope.run(() =>
-        generator.generateImage({ requestId: request.requestId, backend: request.backend, settings: request.settings }),
-      );
-    } catch (error) {
+      for (let attempt = 1; server !== null; attempt += 1) {
+        try {
+          const attemptServer: string = server;
+          result = await run.scope.run(() =>
+            generator.generateImage({
+              requestId: request.requestId,
+              server: attemptServer,
+              settings: request.settings,
+              progressMessage: tokenExpired(request)
+                ? null
+                : {
+                    applicationId: request.applicationId,
+                    interactionToken: request.interactionToken,
+                    editUntil: request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs,
+                  },
+            }),
+          );
+          releaseLease(leaseId, 'ok');
+          break;
+        } catch (error) {
+          failure = error;
+          const retryable = !isCancellation(error) && !isRefusal(error);
+          releaseLease(leaseId, retryable && !isWorkerLost(error) ? 'failed' : 'ok');
+          if (!retryable || attempt >= settings.generationAttempts) {
+            break;
+          }
+
+          log.warn('generation attempt failed', {
+            requestId: request.requestId,
+            server,
+            attempt,
+            error: describe(error),
+          });
+          const failedServer: string = server;
+          try {
+            await run.scope.run(() => sleep(settings.retryInitialIntervalMs * 2 ** (attempt - 1)));
+          } catch (cancelled) {
+            failure = cancelled;
+            break;
+          }
+
+          // A retry goes ahead of new requests, and to another server of the pool if one is free.
+          leaseId = `${request.requestId}:${attempt + 1}`;
+          server = await acquireLease(
+            request,
+            leaseId,
+            { priority: true, avoid: failedServer },
+            () => run.cancelledBy !== null,
+          );
+        }
+      }
+    } finally {
+      running.delete(request.requestId);
+      queueChanged();
+    }
+
+    if (result === undefined) {
       await statusShown;
-      if (run.cancelledBy !== null || isCancellation(error)) {
+      if (run.cancelledBy !== null || isCancellation(failure)) {
         await showStatus(request, {
           kind: 'cancelled',
           requestId: request.requestId,
@@ -379,26 +453,23 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
           settings: request.settings,
         });
       } else {
-        log.warn('generation failed', { requestId: request.requestId, error: describe(error) });
+        log.warn('generation failed', { requestId: request.requestId, error: describe(failure) });
         await showStatus(request, {
           kind: 'failed',
           requestId: request.requestId,
-          reason: isRefusal(error)
-            ? `The image server refused this request: ${describe(error)}`
-            : `The image server could not make this image after ${settings.generationAttempts} attempts: ${describe(error)}`,
+          reason: isRefusal(failure)
+            ? `The image server refused this request: ${describe(failure)}`
+            : `The image server could not make this image after ${settings.generationAttempts} attempts: ${describe(failure)}`,
           settings: request.settings,
         });
       }
 
       return;
-    } finally {
-      running.delete(request.requestId);
-      releaseLease(request.backend, request.requestId);
-      queueChanged();
     }
 
-    const previous = averageDurationMs[request.backend];
-    averageDurationMs[request.backend] =
+    const key = poolKey(request);
+    const previous = averageDurationMs[key];
+    averageDurationMs[key] =
       previous === undefined ? result.durationMs : Math.round(previous * 0.7 + result.durationMs * 0.3);
 
     await statusShown;
@@ -506,13 +577,15 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     }
 
     const job = waiting[0] as Job;
-    if (!(await acquireLease(job))) {
+    const leaseId = `${job.request.requestId}:1`;
+    const server = await acquireLease(job.request, leaseId, { priority: false, avoid: null }, () => waiting[0] !== job);
+    if (server === null) {
       continue;
     }
 
     waiting.shift();
     queueChanged();
-    const task: Promise<void> = runJob(job).finally(() => {
+    const task: Promise<void> = runJob(job, server, leaseId).finally(() => {
       inFlight.delete(task);
     });
     inFlight.add(task);
@@ -547,6 +620,12 @@ function isFailureType(error: unknown, type: string): boolean {
   return cause instanceof ApplicationFailure && cause.type === type;
 }
 
+/** A heartbeat timeout means the worker running the attempt died, not that the server failed. */
+function isWorkerLost(error: unknown): boolean {
+  const cause = error instanceof ActivityFailure ? error.cause : error;
+  return cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT;
+}
+
 function isImageLost(error: unknown): boolean {
   const cause = error instanceof ActivityFailure ? error.cause : error;
   return isFailureType(error, 'IMAGE_MISSING') || cause instanceof TimeoutFailure;
@@ -555,4 +634,9 @@ function isImageLost(error: unknown): boolean {
 function isRefusal(error: unknown): boolean {
   const cause = error instanceof ActivityFailure ? error.cause : error;
   return cause instanceof ApplicationFailure && cause.nonRetryable === true;
+}
+
+/** Jobs on the same set of servers share one measured average. */
+function poolKey(request: GenerateRequest): string {
+  return request.pool.map((member) => member.name).join('+');
 }

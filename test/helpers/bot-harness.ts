@@ -47,7 +47,8 @@ export async function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
 
 /** A real Temporal dev server on free ports, from the project's installed CLI. */
 export async function startTemporal(extraArgs: string[] = []): Promise<TestWorkflowEnvironment> {
-  installTemporalLogging(createLogger('temporal', process.env['LOG_LEVEL'] ?? 'error'), 'ERROR');
+  const level = process.env['LOG_LEVEL'] === undefined ? 'ERROR' : 'INFO';
+  installTemporalLogging(createLogger('temporal', process.env['LOG_LEVEL'] ?? 'error'), level);
   const path = ensureTemporalCli();
   return TestWorkflowEnvironment.createLocal({
     server: {
