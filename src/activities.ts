@@ -4,8 +4,9 @@ import { ApplicationFailure } from '@temporalio/common';
 
 import { ImageServerError } from './backends/a1111';
 import { createBackend } from './backends/create-backend';
-import type { GenerationProgress } from './backends/image-backend';
-import type { BotConfig } from './config';
+import type { GenerationProgress, GenerationRequest } from './backends/image-backend';
+import { DEFAULT_INIT_IMAGE_POLICY, fetchInitImage, InitImageError } from './backends/init-image';
+import type { BackendConfig, BotConfig } from './config';
 import { DiscordOutputError, type DiscordOutput } from './discord/discord-output';
 import {
   renderImageEmbed,
@@ -32,6 +33,8 @@ export const FailureType = {
   imageServerFailed: 'IMAGE_SERVER_FAILED',
   unknownBackend: 'UNKNOWN_BACKEND',
   imageMissing: 'IMAGE_MISSING',
+  initImageRefused: 'INIT_IMAGE_REFUSED',
+  initImageUnavailable: 'INIT_IMAGE_UNAVAILABLE',
   tokenExpired: 'INTERACTION_TOKEN_EXPIRED',
   discordRejected: 'DISCORD_REJECTED',
   discordUnavailable: 'DISCORD_UNAVAILABLE',
@@ -129,7 +132,13 @@ export function createActivities(deps: ActivityDependencies) {
       context.cancellationSignal.addEventListener('abort', onCancel, { once: true });
 
       try {
-        const image = await backend.generate(input.settings, {
+        const request = await buildGenerationRequest(
+          deps.config,
+          backendConfig,
+          input.settings,
+          context.cancellationSignal,
+        );
+        const image = await backend.generate(request, {
           signal: context.cancellationSignal,
           progressIntervalMs: Math.min(1_000, heartbeatIntervalMs),
           onProgress: (progress) => {
@@ -280,9 +289,40 @@ export function createActivities(deps: ActivityDependencies) {
 
 export type BotActivities = ReturnType<typeof createActivities>;
 
+/** The settings as the image server takes them: the init image fetched, a default checkpoint filled in. */
+async function buildGenerationRequest(
+  config: BotConfig,
+  backend: BackendConfig,
+  settings: GenerationSettings,
+  signal: AbortSignal,
+): Promise<GenerationRequest> {
+  const { initImage, ...params } = settings;
+  const request: GenerationRequest = { ...params };
+  if (request.model === undefined && backend.type === 'comfyui' && backend.defaultModel !== undefined) {
+    request.model = backend.defaultModel;
+  }
+
+  if (initImage !== undefined) {
+    const policy = { ...DEFAULT_INIT_IMAGE_POLICY, ...config.initImages };
+    const data = await fetchInitImage(initImage.url, policy, { signal });
+    request.initImage = { data, denoisingStrength: initImage.strength };
+  }
+
+  return request;
+}
+
 function toGenerationFailure(error: unknown): ApplicationFailure {
   if (error instanceof ApplicationFailure) {
     return error;
+  }
+
+  if (error instanceof InitImageError) {
+    return error.retryable
+      ? ApplicationFailure.retryable(error.message, FailureType.initImageUnavailable)
+      : ApplicationFailure.nonRetryable(
+          `the starting image cannot be used: ${error.message}`,
+          FailureType.initImageRefused,
+        );
   }
 
   if (error instanceof ImageServerError) {

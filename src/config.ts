@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 
 /** Hard bounds that the /generate command registers with Discord; channel limits may only narrow them. */
@@ -13,6 +14,9 @@ export const OPTION_BOUNDS = {
   cfgMax: 30,
   seedMax: 4_294_967_295,
   samplerLength: 100,
+  modelLength: 100,
+  strengthMin: 0.05,
+  strengthMax: 1,
 } as const;
 
 const positiveInt = z.number().int().positive();
@@ -34,14 +38,40 @@ const limitsSchema = z
     maxWidth: positiveInt.max(OPTION_BOUNDS.sizeMax).optional(),
     maxHeight: positiveInt.max(OPTION_BOUNDS.sizeMax).optional(),
     maxSteps: positiveInt.max(OPTION_BOUNDS.stepsMax).optional(),
+    /** Checkpoints a request may name; any the servers offer when left out. */
+    allowedModels: z.array(z.string().min(1)).min(1).optional(),
   })
   .strict();
 
-const backendSchema = z
+const a1111Schema = z
   .object({
     type: z.literal('a1111'),
     url: z.url({ protocol: /^https?$/ }),
     capacity: positiveInt.default(1),
+  })
+  .strict();
+
+const comfyuiSchema = z
+  .object({
+    type: z.literal('comfyui'),
+    url: z.url({ protocol: /^https?$/ }),
+    capacity: positiveInt.default(1),
+    /** An API-format workflow JSON file with $prompt, $seed… placeholders; relative to config.json. */
+    template: z.string().min(1).optional(),
+    /** The checkpoint used when a request names none and the template asks for "$model". */
+    defaultModel: z.string().min(1).optional(),
+  })
+  .strict();
+
+const backendSchema = z.discriminatedUnion('type', [a1111Schema, comfyuiSchema]);
+
+const initImagesSchema = z
+  .object({
+    /** Hosts img2img images may be fetched from; Discord's attachment CDN unless changed. */
+    allowedHosts: z.array(z.string().min(1)).min(1).default(['cdn.discordapp.com', 'media.discordapp.net']),
+    /** Only for local stand-ins in tests and demos. */
+    allowHttp: z.boolean().default(false),
+    maxBytes: positiveInt.default(8_388_608), // 8 MiB
   })
   .strict();
 
@@ -73,7 +103,8 @@ const configSchema = z
     defaults: generationDefaultsSchema
       .required({ width: true, height: true, steps: true, cfgScale: true, sampler: true, negativePrompt: true })
       .strict(),
-    limits: limitsSchema.required().strict(),
+    limits: limitsSchema.required({ maxWidth: true, maxHeight: true, maxSteps: true }).strict(),
+    initImages: initImagesSchema.default(initImagesSchema.parse({})),
     queue: queueSchema.default(queueSchema.parse({})),
     backends: z.record(z.string().min(1), backendSchema),
     channels: z.record(z.string().regex(/^(\d{1,25}|\*)$/), channelSchema),
@@ -84,6 +115,7 @@ export type BotConfig = z.infer<typeof configSchema>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type ChannelConfig = z.infer<typeof channelSchema>;
 export type QueueSettings = z.infer<typeof queueSchema>;
+export type InitImagesConfig = z.infer<typeof initImagesSchema>;
 export type GenerationDefaults = BotConfig['defaults'];
 export type GenerationLimits = BotConfig['limits'];
 
@@ -155,7 +187,26 @@ export function loadConfig(path: string): BotConfig {
     throw new ConfigError(`${path} is not valid JSON: ${(error as Error).message}`, path);
   }
 
-  return parseConfig(raw, path);
+  const config = parseConfig(raw, path);
+  const problems: string[] = [];
+  for (const [name, backend] of Object.entries(config.backends)) {
+    if (backend.type !== 'comfyui' || backend.template === undefined) {
+      continue;
+    }
+
+    backend.template = resolve(dirname(path), backend.template);
+    try {
+      JSON.parse(readFileSync(backend.template, 'utf8'));
+    } catch (error) {
+      problems.push(`  backends.${name}.template: cannot use ${backend.template}: ${(error as Error).message}`);
+    }
+  }
+
+  if (problems.length > 0) {
+    throw new ConfigError(`${path} is invalid:\n${problems.join('\n')}`, path);
+  }
+
+  return config;
 }
 
 /** The settings that apply in one channel, or undefined when the channel is not enabled. */

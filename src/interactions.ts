@@ -6,12 +6,16 @@ import {
   InteractionType,
   MessageFlags,
   PermissionFlagsBits,
+  type APIApplicationCommandAutocompleteInteraction,
   type APIApplicationCommandInteractionDataOption,
+  type APIAttachment,
   type APIInteraction,
   type APIInteractionResponse,
   type APIMessageComponentInteraction,
 } from 'discord-api-types/v10';
 
+import { autocompleteChoices, BackendCatalog } from './backends/catalog';
+import { checkInitImageUrl, DEFAULT_INIT_IMAGE_POLICY } from './backends/init-image';
 import { resolveChannel, type BotConfig, type ResolvedChannel } from './config';
 import { GENERATE_COMMAND, parseGenerateOptions } from './discord/generate-command';
 import { settingsFromEmbed } from './discord/messages';
@@ -41,6 +45,8 @@ export interface InteractionHandlerDependencies {
   enqueueTimeoutMs?: number;
   /** Whether the bot's search attributes are registered on the Temporal namespace. */
   searchAttributes?: boolean;
+  /** Cached model and sampler listings; one is made from the config when not given. */
+  catalog?: BackendCatalog;
   now?: () => number;
 }
 
@@ -51,9 +57,11 @@ export class InteractionHandler {
   readonly #deps: InteractionHandlerDependencies;
   readonly #enqueueTimeoutMs: number;
   readonly #queueSettings: ChannelQueueSettings;
+  readonly #catalog: BackendCatalog;
 
   constructor(deps: InteractionHandlerDependencies) {
     this.#deps = deps;
+    this.#catalog = deps.catalog ?? new BackendCatalog(deps.config, deps.logger);
     this.#enqueueTimeoutMs = deps.enqueueTimeoutMs ?? 2_000;
     this.#queueSettings = { ...deps.config.queue, searchAttributes: deps.searchAttributes ?? false };
   }
@@ -78,7 +86,7 @@ export class InteractionHandler {
         return this.#component(interaction);
 
       case InteractionType.ApplicationCommandAutocomplete:
-        return { type: InteractionResponseType.ApplicationCommandAutocompleteResult, data: { choices: [] } };
+        return this.#autocomplete(interaction);
 
       default:
         return ephemeral('This interaction is not supported.');
@@ -94,7 +102,16 @@ export class InteractionHandler {
       return context.refusal;
     }
 
-    const parsed = parseGenerateOptions(options, context.channel.defaults, context.channel.limits);
+    const data = interaction.data as { resolved?: { attachments?: Record<string, APIAttachment> } };
+    const parsed = parseGenerateOptions(options, context.channel.defaults, context.channel.limits, {
+      attachments: data.resolved?.attachments,
+      initImages: this.#deps.config.initImages,
+      // Submits are checked against the cache only, never waiting on an image server.
+      catalog: await this.#catalog.lookup(
+        context.channel.pool.map((member) => member.name),
+        false,
+      ),
+    });
     if (!parsed.ok) {
       context.log.info({ problems: parsed.problems.length }, 'generate refused: invalid options');
       return ephemeral(['That request cannot be run:', ...parsed.problems.map((p) => `• ${p}`)].join('\n'));
@@ -124,6 +141,7 @@ export class InteractionHandler {
       { name: 'steps', value: previous.steps },
       { name: 'sampler', value: previous.sampler },
       { name: 'cfg_scale', value: previous.cfgScale },
+      ...(previous.model === undefined ? [] : [{ name: 'model', value: previous.model }]),
     ] as APIApplicationCommandInteractionDataOption[];
     const parsed = parseGenerateOptions(options, context.channel.defaults, context.channel.limits);
     if (!parsed.ok) {
@@ -131,11 +149,49 @@ export class InteractionHandler {
     }
 
     const settings: GenerationSettings = { ...parsed.settings, seed: -1 };
-    if (previous.model !== undefined) {
-      settings.model = previous.model;
+    if (previous.initImage !== undefined) {
+      const checked = checkInitImageUrl(previous.initImage.url, {
+        ...DEFAULT_INIT_IMAGE_POLICY,
+        ...this.#deps.config.initImages,
+      });
+      if (!checked.ok) {
+        return ephemeral(checked.reason);
+      }
+
+      settings.initImage = previous.initImage;
     }
 
     return this.#submit(interaction, context, settings);
+  }
+
+  /** Model and sampler suggestions from the channel's servers, answered from the cache. */
+  async #autocomplete(interaction: APIApplicationCommandAutocompleteInteraction): Promise<APIInteractionResponse> {
+    const none: APIInteractionResponse = {
+      type: InteractionResponseType.ApplicationCommandAutocompleteResult,
+      data: { choices: [] },
+    };
+    const channelId = interaction.channel_id ?? interaction.channel?.id;
+    const channel = channelId === undefined ? undefined : resolveChannel(this.#deps.config, channelId);
+    const focused = interaction.data.options
+      .flatMap((option) => ('focused' in option && option.focused === true ? [option] : []))
+      .at(0);
+    if (channel === undefined || focused === undefined || !('value' in focused)) {
+      return none;
+    }
+
+    const catalog = await this.#catalog.lookup(channel.pool.map((member) => member.name));
+    let values: string[] = [];
+    if (focused.name === 'model') {
+      const allowed = channel.limits.allowedModels;
+      values = allowed ?? catalog.models ?? [];
+    } else if (focused.name === 'sampler') {
+      values = catalog.samplers ?? [];
+    }
+
+    return {
+      type: InteractionResponseType.ApplicationCommandAutocompleteResult,
+      data: { choices: autocompleteChoices(values, String(focused.value)) },
+    };
   }
 
   #context(

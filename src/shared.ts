@@ -35,6 +35,8 @@ export interface GenerationSettings {
   sampler: string;
   seed: number;
   model?: string;
+  /** img2img: a Discord attachment to start from, and how far to move away from it (0..1). */
+  initImage?: { url: string; strength: number };
 }
 
 /** A /generate request as handed to the channel workflow by the endpoint. */

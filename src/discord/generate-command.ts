@@ -2,10 +2,12 @@ import {
   ApplicationCommandOptionType,
   ApplicationCommandType,
   type APIApplicationCommandInteractionDataOption,
+  type APIAttachment,
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord-api-types/v10';
 
-import { OPTION_BOUNDS, type GenerationDefaults, type GenerationLimits } from '../config';
+import { checkInitImageUrl, DEFAULT_INIT_IMAGE_POLICY } from '../backends/init-image';
+import { OPTION_BOUNDS, type GenerationDefaults, type GenerationLimits, type InitImagesConfig } from '../config';
 import type { GenerationSettings } from '../shared';
 
 /**
@@ -61,10 +63,31 @@ export const GENERATE_COMMAND = {
     },
     {
       name: 'sampler',
-      description: 'Sampler name, e.g. Euler a',
+      description: 'Sampler, e.g. Euler a',
       type: ApplicationCommandOptionType.String,
       min_length: 1,
       max_length: OPTION_BOUNDS.samplerLength,
+      autocomplete: true,
+    },
+    {
+      name: 'model',
+      description: 'Checkpoint to use',
+      type: ApplicationCommandOptionType.String,
+      min_length: 1,
+      max_length: OPTION_BOUNDS.modelLength,
+      autocomplete: true,
+    },
+    {
+      name: 'image',
+      description: 'Start from this image (img2img)',
+      type: ApplicationCommandOptionType.Attachment,
+    },
+    {
+      name: 'strength',
+      description: 'img2img: how far to move away from the image, 0.05 to 1 (default 0.6)',
+      type: ApplicationCommandOptionType.Number,
+      min_value: OPTION_BOUNDS.strengthMin,
+      max_value: OPTION_BOUNDS.strengthMax,
     },
     {
       name: 'cfg_scale',
@@ -78,6 +101,18 @@ export const GENERATE_COMMAND = {
 
 export type ParsedGenerate = { ok: true; settings: GenerationSettings } | { ok: false; problems: string[] };
 
+/** What else the options are checked against, beyond the channel's defaults and limits. */
+export interface GenerateContext {
+  /** The interaction's `data.resolved.attachments`, for the `image` option. */
+  attachments?: Record<string, APIAttachment> | undefined;
+  initImages?: InitImagesConfig;
+  /** Models and samplers the channel's servers offer, when known (cached); unknown names are refused. */
+  catalog?: { models: string[] | null; samplers: string[] | null };
+}
+
+const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/webp'];
+const DEFAULT_STRENGTH = 0.6;
+
 /**
  * Turns the options of a /generate interaction into generation settings for one channel, or lists
  * every problem in words meant for the person who sent it. Seed -1 means "pick one for me".
@@ -86,6 +121,7 @@ export function parseGenerateOptions(
   options: readonly APIApplicationCommandInteractionDataOption[] | undefined,
   defaults: GenerationDefaults,
   limits: GenerationLimits,
+  context: GenerateContext = {},
 ): ParsedGenerate {
   const values = new Map<string, unknown>();
   for (const option of options ?? []) {
@@ -166,6 +202,22 @@ export function parseGenerateOptions(
   );
   const seed = integer('seed', 0, OPTION_BOUNDS.seedMax, -1);
   const sampler = text('sampler', OPTION_BOUNDS.samplerLength)?.trim() || defaults.sampler;
+  const samplers = context.catalog?.samplers ?? null;
+  if (samplers !== null && samplers.length > 0 && !samplers.includes(sampler)) {
+    problems.push(`\`sampler\` "${sampler}" is not offered here; pick one from the list.`);
+  }
+
+  const model = text('model', OPTION_BOUNDS.modelLength)?.trim() || defaults.model;
+  if (model !== undefined && limits.allowedModels !== undefined && !limits.allowedModels.includes(model)) {
+    problems.push(`\`model\` "${model}" is not allowed in this channel (allowed: ${limits.allowedModels.join(', ')}).`);
+  } else if (model !== undefined && values.has('model')) {
+    const models = context.catalog?.models ?? null;
+    if (models !== null && models.length > 0 && !models.includes(model)) {
+      problems.push(`\`model\` "${model}" is not offered here; pick one from the list.`);
+    }
+  }
+
+  const initImage = readInitImage(values, context, problems);
 
   let cfgScale = defaults.cfgScale;
   const cfgValue = values.get('cfg_scale');
@@ -186,11 +238,77 @@ export function parseGenerateOptions(
   }
 
   const settings: GenerationSettings = { prompt, negativePrompt, width, height, steps, cfgScale, sampler, seed };
-  if (defaults.model !== undefined) {
-    settings.model = defaults.model;
+  if (model !== undefined) {
+    settings.model = model;
+  }
+
+  if (initImage !== undefined) {
+    settings.initImage = initImage;
   }
 
   return { ok: true, settings };
+}
+
+/** The `image` and `strength` options: a Discord attachment from an allowed host, of an image type and size. */
+function readInitImage(
+  values: Map<string, unknown>,
+  context: GenerateContext,
+  problems: string[],
+): GenerationSettings['initImage'] {
+  const strengthValue = values.get('strength');
+  const attachmentId = values.get('image');
+  if (attachmentId === undefined) {
+    if (strengthValue !== undefined) {
+      problems.push('`strength` only applies with an `image`.');
+    }
+
+    return undefined;
+  }
+
+  const attachment = typeof attachmentId === 'string' ? context.attachments?.[attachmentId] : undefined;
+  if (attachment === undefined) {
+    problems.push('`image` could not be read from the interaction.');
+    return undefined;
+  }
+
+  const policy = context.initImages;
+  if (policy === undefined) {
+    problems.push('Starting from an image is not available here.');
+    return undefined;
+  }
+
+  const contentType = (attachment.content_type ?? '').split(';')[0]?.trim().toLowerCase() ?? '';
+  if (!IMAGE_TYPES.includes(contentType)) {
+    problems.push('`image` must be a PNG, JPEG or WebP picture.');
+  }
+
+  if (attachment.size > policy.maxBytes) {
+    problems.push(`\`image\` is ${formatMiB(attachment.size)}; the limit is ${formatMiB(policy.maxBytes)}.`);
+  }
+
+  const checked = checkInitImageUrl(attachment.url, { ...DEFAULT_INIT_IMAGE_POLICY, ...policy });
+  if (!checked.ok) {
+    problems.push(checked.reason);
+  }
+
+  let strength = DEFAULT_STRENGTH;
+  if (strengthValue !== undefined) {
+    if (
+      typeof strengthValue !== 'number' ||
+      strengthValue < OPTION_BOUNDS.strengthMin ||
+      strengthValue > OPTION_BOUNDS.strengthMax
+    ) {
+      problems.push(`\`strength\` must be between ${OPTION_BOUNDS.strengthMin} and ${OPTION_BOUNDS.strengthMax}.`);
+    } else {
+      strength = strengthValue;
+    }
+  }
+
+  return { url: attachment.url, strength };
+}
+
+function formatMiB(bytes: number): string {
+  return `${(bytes / 1_048_576).toFixed(1)} MiB`;
 }
 
 /**

@@ -157,6 +157,7 @@ export const EMBED_FIELD = {
   cfgScale: 'CFG scale',
   model: 'Model',
   time: 'Time',
+  initImage: 'Starting image',
 } as const;
 
 const NO_NEGATIVE = '—';
@@ -178,10 +179,24 @@ export function renderImageEmbed(details: ImageDetails): APIEmbed {
       { name: EMBED_FIELD.cfgScale, value: String(settings.cfgScale), inline: true },
       {
         name: EMBED_FIELD.model,
-        value: truncate(settings.model ?? details.model ?? DEFAULT_MODEL, 1_024),
+        value: truncate(
+          settings.model ?? (details.model === null ? DEFAULT_MODEL : `${details.model} (${DEFAULT_MODEL})`),
+          1_024,
+        ),
         inline: true,
       },
       { name: EMBED_FIELD.time, value: formatDuration(details.durationMs), inline: true },
+      ...(settings.initImage === undefined
+        ? []
+        : [
+            {
+              name: EMBED_FIELD.initImage,
+              value: truncate(
+                `strength ${settings.initImage.strength} · [starting image](${settings.initImage.url})`,
+                1_024,
+              ),
+            },
+          ]),
     ],
   };
 }
@@ -215,8 +230,13 @@ export function settingsFromEmbed(embed: APIEmbed | undefined): Omit<GenerationS
     sampler,
   };
   const model = field(EMBED_FIELD.model);
-  if (model !== undefined && model !== DEFAULT_MODEL) {
+  if (model !== undefined && model !== DEFAULT_MODEL && !model.endsWith(`(${DEFAULT_MODEL})`)) {
     settings.model = model;
+  }
+
+  const init = /^strength ([\d.]+) · \[starting image\]\((\S+)\)$/.exec(field(EMBED_FIELD.initImage) ?? '');
+  if (init?.[1] !== undefined && init[2] !== undefined) {
+    settings.initImage = { url: init[2], strength: Number(init[1]) };
   }
 
   return settings;

@@ -409,7 +409,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
         } catch (error) {
           failure = error;
           const retryable = !isCancellation(error) && !isRefusal(error);
-          releaseLease(leaseId, retryable && !isWorkerLost(error) ? 'failed' : 'ok');
+          const serverAtFault = retryable && !isWorkerLost(error) && !isFailureType(error, 'INIT_IMAGE_UNAVAILABLE');
+          releaseLease(leaseId, serverAtFault ? 'failed' : 'ok');
           if (!retryable || attempt >= settings.generationAttempts) {
             break;
           }
