@@ -31,6 +31,7 @@ import type { imageServersWorkflow } from './workflows/image-servers';
 export const FailureType = {
   imageServerRejected: 'IMAGE_SERVER_REJECTED',
   imageServerFailed: 'IMAGE_SERVER_FAILED',
+  imageServerUnreachable: 'IMAGE_SERVER_UNREACHABLE',
   unknownBackend: 'UNKNOWN_BACKEND',
   imageMissing: 'IMAGE_MISSING',
   initImageRefused: 'INIT_IMAGE_REFUSED',
@@ -327,7 +328,13 @@ function toGenerationFailure(error: unknown): ApplicationFailure {
 
   if (error instanceof ImageServerError) {
     return error.retryable
-      ? ApplicationFailure.retryable(error.message, FailureType.imageServerFailed, { status: error.status ?? null })
+      ? ApplicationFailure.retryable(
+          error.message,
+          error.code === 'IMAGE_SERVER_UNREACHABLE'
+            ? FailureType.imageServerUnreachable
+            : FailureType.imageServerFailed,
+          { status: error.status ?? null },
+        )
       : ApplicationFailure.nonRetryable(error.message, FailureType.imageServerRejected, {
           status: error.status ?? null,
         });

@@ -121,8 +121,11 @@ export interface LeaseGrant {
 
 export interface LeaseRelease {
   leaseId: string;
-  /** `failed`: the server failed this job (error, or stopped answering); counts toward taking it out. */
-  outcome: 'ok' | 'failed' | 'withdrawn';
+  /**
+   * `failed`: the server failed this job; two in a row take it out of rotation. `unreachable`: it
+   * could not be reached or stopped answering; that takes it out at once.
+   */
+  outcome: 'ok' | 'failed' | 'unreachable' | 'withdrawn';
 }
 
 export interface ServerState {

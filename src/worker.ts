@@ -21,6 +21,8 @@ export interface BotWorkerOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** How often a running generation heartbeats, in ms. */
   heartbeatIntervalMs?: number;
+  /** How often a running generation's message shows progress, in ms (default 2500). */
+  progressEditIntervalMs?: number;
 }
 
 /**
@@ -45,6 +47,9 @@ export class BotWorker {
       logger: options.logger,
       workerTaskQueue,
       ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
+      ...(options.progressEditIntervalMs === undefined
+        ? {}
+        : { progressEditIntervalMs: options.progressEditIntervalMs }),
     });
     const workflowSource =
       options.workflowBundle === undefined

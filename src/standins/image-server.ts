@@ -75,6 +75,8 @@ export interface ImageServerStandIn {
    * With `onlyPrompt`, only calls for exactly that prompt fail; others pass through.
    */
   failNext(count: number, status?: number, onlyPrompt?: string): void;
+  /** Drops every open connection and stops listening at once, mid-generation if one runs. */
+  crash(): void;
   /** Changes how long the next generations take, in milliseconds. */
   setDelay(ms: number): void;
   /** The [start, end] of each finished job (failed and interrupted ones included), in start order. */
@@ -207,9 +209,15 @@ export async function startImageServer(options: ImageServerStandInOptions = {}):
     failNext: (count, status = 500, onlyPrompt) => state.failNext(count, status, onlyPrompt),
     setDelay: (ms) => state.setDelay(ms),
     busyIntervals: () => state.busyIntervals(),
+    crash: () => {
+      // Like a GPU box losing power: open connections drop, nothing answers any more.
+      state.shutDown();
+      app.server.closeAllConnections();
+      app.server.close();
+    },
     close: async () => {
       state.shutDown();
-      await app.close();
+      await app.close().catch(() => undefined);
     },
   };
 }

@@ -41,6 +41,10 @@ export interface SlashCommandOptions {
   user: { id: string; username: string };
   command?: string;
   options?: Record<string, string | number>;
+  /** Resolved attachments (`data.resolved.attachments`), referenced by id from an attachment option. */
+  attachments?: Record<string, unknown>;
+  /** Marks this option as the one being typed in: makes an autocomplete interaction. */
+  focused?: string;
 }
 
 /** A chat-input command interaction shaped like the ones Discord sends from a guild channel. */
@@ -49,17 +53,21 @@ export function slashCommandInteraction(input: SlashCommandOptions): Record<stri
     name,
     value,
     type:
-      typeof value === 'string'
-        ? ApplicationCommandOptionType.String
-        : Number.isInteger(value) && name !== 'cfg_scale'
-          ? ApplicationCommandOptionType.Integer
-          : ApplicationCommandOptionType.Number,
+      name === 'image'
+        ? ApplicationCommandOptionType.Attachment
+        : typeof value === 'string'
+          ? ApplicationCommandOptionType.String
+          : Number.isInteger(value) && name !== 'cfg_scale' && name !== 'strength'
+            ? ApplicationCommandOptionType.Integer
+            : ApplicationCommandOptionType.Number,
+    ...(input.focused === name ? { focused: true } : {}),
   }));
   const guildId = input.guildId ?? '200000000000000001';
   return {
     id: input.id,
     application_id: input.applicationId,
-    type: InteractionType.ApplicationCommand,
+    type:
+      input.focused === undefined ? InteractionType.ApplicationCommand : InteractionType.ApplicationCommandAutocomplete,
     token: input.token,
     version: 1,
     channel_id: input.channelId,
@@ -85,6 +93,7 @@ export function slashCommandInteraction(input: SlashCommandOptions): Record<stri
       name: input.command ?? 'generate',
       type: ApplicationCommandType.ChatInput,
       options,
+      ...(input.attachments === undefined ? {} : { resolved: { attachments: input.attachments } }),
     },
   };
 }

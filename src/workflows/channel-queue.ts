@@ -410,7 +410,10 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
           failure = error;
           const retryable = !isCancellation(error) && !isRefusal(error);
           const serverAtFault = retryable && !isWorkerLost(error) && !isFailureType(error, 'INIT_IMAGE_UNAVAILABLE');
-          releaseLease(leaseId, serverAtFault ? 'failed' : 'ok');
+          releaseLease(
+            leaseId,
+            !serverAtFault ? 'ok' : isFailureType(error, 'IMAGE_SERVER_UNREACHABLE') ? 'unreachable' : 'failed',
+          );
           if (!retryable || attempt >= settings.generationAttempts) {
             break;
           }

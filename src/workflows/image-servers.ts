@@ -116,9 +116,10 @@ export async function imageServersWorkflow(input: ImageServersInput = {}): Promi
     }
 
     const server = holder === undefined ? undefined : servers.get(holder.server);
-    if (server !== undefined && outcome === 'failed') {
+    if (server !== undefined && (outcome === 'failed' || outcome === 'unreachable')) {
       server.consecutiveFailures += 1;
-      if (server.consecutiveFailures >= FAILURES_TO_TRIP && server.probeAt === null) {
+      const trips = outcome === 'unreachable' || server.consecutiveFailures >= FAILURES_TO_TRIP;
+      if (trips && server.probeAt === null) {
         log.warn('image server taken out of rotation', { server: server.name, failures: server.consecutiveFailures });
         server.probeAt = Date.now() + server.cooldownMs;
       }

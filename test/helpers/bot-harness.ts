@@ -66,12 +66,19 @@ export interface HarnessOptions {
   botToken?: string | undefined;
   /** Run a bot worker in this process (default true); false when a test runs workers itself. */
   worker?: boolean;
+  /** More image servers and channels, merged into the test config. */
+  backends?: Record<string, unknown>;
+  channels?: Record<string, unknown>;
+  initImages?: Record<string, unknown>;
+  progressEditIntervalMs?: number;
 }
 
 export interface SendOptions {
   channelId?: string;
   userId?: string;
   options?: Record<string, string | number>;
+  /** `data.resolved.attachments`, for the `image` option. */
+  attachments?: Record<string, unknown>;
   /** Reuse an interaction (id and token) to simulate Discord posting the same interaction twice. */
   interaction?: { id: string; token: string };
 }
@@ -96,6 +103,7 @@ export class BotHarness {
   #workerRun: Promise<void> | undefined;
   #imageDir = '';
   #botToken: string | undefined;
+  #progressEditIntervalMs: number | undefined;
 
   constructor(readonly env: TestWorkflowEnvironment) {}
 
@@ -111,12 +119,15 @@ export class BotHarness {
       defaults: { width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a', negativePrompt: '' },
       limits: { maxWidth: 1024, maxHeight: 1024, maxSteps: 50 },
       queue: { retryInitialIntervalMs: 200, generationAttempts: 3, ...options.queue },
-      backends: { local: { type: 'a1111', url: this.images.url, capacity: 1 } },
+      backends: { local: { type: 'a1111', url: this.images.url, capacity: 1 }, ...options.backends },
       channels: {
         [CHANNEL_ID]: { backend: 'local' },
         [OTHER_CHANNEL_ID]: { backend: 'local', limits: { maxSteps: 30 } },
+        ...options.channels,
       },
+      ...(options.initImages === undefined ? {} : { initImages: options.initImages }),
     });
+    this.#progressEditIntervalMs = options.progressEditIntervalMs;
 
     this.#botToken = botToken;
     this.#imageDir = mkdtempSync(join(tmpdir(), 'sd-bot-images-'));
@@ -149,6 +160,7 @@ export class BotHarness {
       logger: createLogger('test', process.env['LOG_LEVEL'] ?? 'silent'),
       workflowBundle: await workflowBundle(),
       heartbeatIntervalMs: 300,
+      ...(this.#progressEditIntervalMs === undefined ? {} : { progressEditIntervalMs: this.#progressEditIntervalMs }),
     });
     this.#workerRun = this.worker.run();
   }
@@ -165,6 +177,30 @@ export class BotHarness {
     });
     const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
     return { ...posted, ...issued };
+  }
+
+  /** Types into an autocomplete option of /generate; returns Discord's list of choices. */
+  async autocomplete(
+    option: string,
+    typed: string,
+    channelId = CHANNEL_ID,
+  ): Promise<{ choices: Array<{ name: string; value: string }>; elapsedMs: number }> {
+    const issued = { id: fakeSnowflake(), token: 'autocomplete-token' };
+    const interaction = slashCommandInteraction({
+      ...issued,
+      applicationId: APPLICATION_ID,
+      channelId,
+      user: { id: '500000000000000001', username: 'painter' },
+      options: { prompt: 'a cat', [option]: typed },
+      focused: option,
+    });
+    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
+    const body = posted.body as { type: number; data: { choices: Array<{ name: string; value: string }> } };
+    if (body.type !== 8) {
+      throw new Error(`expected an autocomplete answer, got ${JSON.stringify(body)}`);
+    }
+
+    return { choices: body.data.choices, elapsedMs: posted.elapsedMs };
   }
 
   /** Clicks a button on the message that a request's token owns, as `userId`. */
@@ -219,6 +255,7 @@ export class BotHarness {
       channelId,
       user: { id: send.userId ?? '500000000000000001', username: 'painter' },
       options: { prompt, ...send.options },
+      ...(send.attachments === undefined ? {} : { attachments: send.attachments }),
     });
     const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
     // Discord creates @original from the first answer only; a repeated POST changes nothing there.
