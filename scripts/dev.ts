@@ -88,6 +88,7 @@ async function main(): Promise<void> {
     port: env.port,
     imageDir: env.imageDir,
     logger,
+    tokenSealKey: env.tokenSealKey,
   });
   stops.unshift(() => bot.stop());
 

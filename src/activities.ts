@@ -17,6 +17,7 @@ import {
   type RequestStatus,
 } from './discord/messages';
 import type { ImageStore } from './image-store';
+import type { TokenSealer } from './token-seal';
 import type { Logger } from './logger';
 import {
   acquireLeaseSignal,
@@ -40,6 +41,7 @@ export const FailureType = {
   discordRejected: 'DISCORD_REJECTED',
   discordUnavailable: 'DISCORD_UNAVAILABLE',
   noBotToken: 'NO_BOT_TOKEN',
+  tokenSealKey: 'TOKEN_SEAL_KEY_MISMATCH',
 } as const;
 
 export interface ActivityDependencies {
@@ -53,6 +55,8 @@ export interface ActivityDependencies {
   heartbeatIntervalMs?: number;
   /** How often the request's message shows generation progress, in ms. Default 2500. */
   progressEditIntervalMs?: number;
+  /** Opens interaction tokens sealed by the endpoint (TOKEN_SEAL_KEY). */
+  tokenSealer?: TokenSealer | undefined;
 }
 
 export interface GenerateImageInput {
@@ -229,7 +233,11 @@ export function createActivities(deps: ActivityDependencies) {
     /** Shows a request's status by editing its original response. */
     async updateStatus(input: MessageTarget & { status: RequestStatus }): Promise<void> {
       try {
-        await deps.discord.editOriginal(input.applicationId, input.interactionToken, renderStatus(input.status));
+        await deps.discord.editOriginal(
+          input.applicationId,
+          openToken(deps, input.interactionToken),
+          renderStatus(input.status),
+        );
       } catch (error) {
         throw toDiscordFailure(error);
       }
@@ -245,7 +253,7 @@ export function createActivities(deps: ActivityDependencies) {
       try {
         await deps.discord.editOriginal(
           input.applicationId,
-          input.interactionToken,
+          openToken(deps, input.interactionToken),
           renderImageMessage(input.details),
           [{ name: input.details.filename, data: png, contentType: 'image/png' }],
         );
@@ -289,6 +297,26 @@ export function createActivities(deps: ActivityDependencies) {
 }
 
 export type BotActivities = ReturnType<typeof createActivities>;
+
+/** The usable token behind what the workflow holds, which is sealed when TOKEN_SEAL_KEY is set. */
+function openToken(deps: ActivityDependencies, value: string): string {
+  if (deps.tokenSealer !== undefined) {
+    try {
+      return deps.tokenSealer.open(value);
+    } catch (error) {
+      throw ApplicationFailure.nonRetryable((error as Error).message, FailureType.tokenSealKey);
+    }
+  }
+
+  if (value.startsWith('sealed:')) {
+    throw ApplicationFailure.nonRetryable(
+      'this worker has no TOKEN_SEAL_KEY, but the endpoint sealed the interaction token',
+      FailureType.tokenSealKey,
+    );
+  }
+
+  return value;
+}
 
 /** The settings as the image server takes them: the init image fetched, a default checkpoint filled in. */
 async function buildGenerationRequest(
@@ -400,7 +428,14 @@ class ProgressEditor {
       previewFilename: files.length > 0 ? 'preview.png' : null,
     });
     this.#inFlight = this.#inFlight
-      .then(() => this.deps.discord.editOriginal(target.applicationId, target.interactionToken, body, files))
+      .then(() =>
+        this.deps.discord.editOriginal(
+          target.applicationId,
+          openToken(this.deps, target.interactionToken),
+          body,
+          files,
+        ),
+      )
       .catch((error: unknown) => {
         this.deps.logger.debug({ requestId: this.input.requestId, err: String(error) }, 'progress edit failed');
       });

@@ -15,6 +15,8 @@ export interface BotEnvironment {
   host: string;
   port: number;
   imageDir: string;
+  /** 32-byte key sealing interaction tokens inside Temporal; endpoint and workers share it. */
+  tokenSealKey: string | undefined;
 }
 
 /** Thrown when an environment variable is missing or malformed; names the variable. */
@@ -54,6 +56,7 @@ export function readEnvironment(env: NodeJS.ProcessEnv = process.env): BotEnviro
     host: nonEmpty(env['HOST']) ?? '0.0.0.0',
     port,
     imageDir: nonEmpty(env['IMAGE_DIR']) ?? resolve('.data', 'images'),
+    tokenSealKey: nonEmpty(env['TOKEN_SEAL_KEY']),
   };
 }
 

@@ -21,6 +21,7 @@ import { GENERATE_COMMAND, parseGenerateOptions } from './discord/generate-comma
 import { settingsFromEmbed } from './discord/messages';
 import { QUEUE_COMMAND, renderQueue } from './discord/queue-command';
 import type { Logger } from './logger';
+import type { TokenSealer } from './token-seal';
 import {
   cancelUpdate,
   channelWorkflowId,
@@ -47,6 +48,8 @@ export interface InteractionHandlerDependencies {
   searchAttributes?: boolean;
   /** Cached model and sampler listings; one is made from the config when not given. */
   catalog?: BackendCatalog;
+  /** Seals interaction tokens before they enter Temporal (TOKEN_SEAL_KEY); left readable when absent. */
+  tokenSealer?: TokenSealer | undefined;
   now?: () => number;
 }
 
@@ -225,7 +228,7 @@ export class InteractionHandler {
     const request: GenerateRequest = {
       requestId: interaction.id,
       applicationId: interaction.application_id,
-      interactionToken: interaction.token,
+      interactionToken: this.#deps.tokenSealer?.seal(interaction.token) ?? interaction.token,
       channelId,
       guildId: interaction.guild_id ?? null,
       userId: user.id,

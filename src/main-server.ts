@@ -7,6 +7,7 @@ import { loadDotEnv, readEnvironment, required } from './environment';
 import { createLogger } from './logger';
 import { ensureSearchAttributes } from './search-attributes';
 import { buildServer } from './server';
+import { TokenSealer } from './token-seal';
 
 async function main(): Promise<void> {
   loadDotEnv();
@@ -18,7 +19,12 @@ async function main(): Promise<void> {
   const connection = await Connection.connect({ address: env.temporalAddress });
   const temporal = new Client({ connection, namespace: env.temporalNamespace });
   const searchAttributes = await ensureSearchAttributes(connection, env.temporalNamespace, logger);
-  const app = buildServer({ config, publicKey, temporal, logger, searchAttributes });
+  const tokenSealer = env.tokenSealKey === undefined ? undefined : TokenSealer.fromKey(env.tokenSealKey);
+  if (tokenSealer === undefined) {
+    logger.warn('TOKEN_SEAL_KEY is not set: interaction tokens are readable in Temporal histories');
+  }
+
+  const app = buildServer({ config, publicKey, temporal, logger, searchAttributes, tokenSealer });
   await app.listen({ host: env.host, port: env.port });
 
   const stop = async (signal: string): Promise<void> => {

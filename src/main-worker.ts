@@ -7,6 +7,7 @@ import { loadDotEnv, readEnvironment } from './environment';
 import { ImageStore } from './image-store';
 import { createLogger } from './logger';
 import { installTemporalLogging } from './temporal-logging';
+import { TokenSealer } from './token-seal';
 import { BotWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -24,6 +25,7 @@ async function main(): Promise<void> {
     discord: new DiscordOutput({ apiBase: env.discordApiBase, botToken: env.botToken }),
     imageStore: new ImageStore(env.imageDir),
     logger,
+    tokenSealer: env.tokenSealKey === undefined ? undefined : TokenSealer.fromKey(env.tokenSealKey),
   });
 
   // The Temporal runtime shuts workers down on SIGINT/SIGTERM; run() resolves once they have drained.

@@ -8,6 +8,7 @@ import type { BotConfig } from './config';
 import { verifyInteractionSignature } from './discord/signature';
 import { InteractionHandler } from './interactions';
 import type { Logger } from './logger';
+import type { TokenSealer } from './token-seal';
 
 export interface ServerDependencies {
   config: BotConfig;
@@ -19,6 +20,8 @@ export interface ServerDependencies {
   enqueueTimeoutMs?: number;
   /** Whether the bot's search attributes are registered (see `ensureSearchAttributes`). */
   searchAttributes?: boolean;
+  /** Seals interaction tokens before they enter Temporal. */
+  tokenSealer?: TokenSealer | undefined;
   now?: () => number;
 }
 

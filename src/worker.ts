@@ -9,6 +9,7 @@ import type { DiscordOutput } from './discord/discord-output';
 import type { ImageStore } from './image-store';
 import type { Logger } from './logger';
 import { TASK_QUEUE } from './shared';
+import type { TokenSealer } from './token-seal';
 
 export interface BotWorkerOptions {
   connection: NativeConnection;
@@ -23,6 +24,8 @@ export interface BotWorkerOptions {
   heartbeatIntervalMs?: number;
   /** How often a running generation's message shows progress, in ms (default 2500). */
   progressEditIntervalMs?: number;
+  /** Opens interaction tokens the endpoint sealed; the same TOKEN_SEAL_KEY as the endpoint. */
+  tokenSealer?: TokenSealer | undefined;
 }
 
 /**
@@ -46,6 +49,7 @@ export class BotWorker {
       imageStore: options.imageStore,
       logger: options.logger,
       workerTaskQueue,
+      tokenSealer: options.tokenSealer,
       ...(options.heartbeatIntervalMs === undefined ? {} : { heartbeatIntervalMs: options.heartbeatIntervalMs }),
       ...(options.progressEditIntervalMs === undefined
         ? {}

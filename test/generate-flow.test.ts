@@ -71,6 +71,14 @@ describe('a signed /generate through the real endpoint and Temporal', () => {
     assert.equal(drawn?.prompt, 'a lighthouse at dusk');
     assert.equal(drawn?.negativePrompt, 'blurry, text');
     assert.equal(bot.discord.originalMessage(sent.token)?.attachments.length, 1);
+
+    // Operators browse histories in the Temporal UI: the interaction token is sealed there.
+    const history = await env.client.workflow.getHandle(channelWorkflowId(CHANNEL_ID)).fetchHistory();
+    const payloads = JSON.stringify(history, (_key, value: unknown) =>
+      value instanceof Uint8Array ? Buffer.from(value).toString('utf8') : value,
+    );
+    assert.ok(payloads.includes(sent.id), 'the history holds the request');
+    assert.ok(!payloads.includes(sent.token), 'the history holds the token in the clear');
   });
 
   test('a random seed is picked once and reported back', async () => {

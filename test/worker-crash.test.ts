@@ -9,7 +9,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 
 import type { RecordedCall } from '../src/standins/discord-api';
 import { readPngSize } from '../src/standins/png';
-import { BotHarness, BOT_TOKEN, sleep, startTemporal } from './helpers/bot-harness';
+import { BotHarness, BOT_TOKEN, sleep, startTemporal, TOKEN_SEAL_KEY } from './helpers/bot-harness';
 
 const imageEdit = (token: string) => (call: RecordedCall) =>
   call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200;
@@ -22,6 +22,7 @@ function startWorkerProcess(env: TestWorkflowEnvironment, bot: BotHarness): Prom
       TEMPORAL_ADDRESS: env.address,
       DISCORD_API_BASE: bot.discord.url,
       DISCORD_TOKEN: BOT_TOKEN,
+      TOKEN_SEAL_KEY,
       IMAGE_DIR: mkdtempSync(join(tmpdir(), 'sd-bot-crash-')),
     },
     stdio: ['ignore', 'pipe', 'inherit'],

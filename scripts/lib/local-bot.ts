@@ -10,6 +10,7 @@ import { ImageStore } from '../../src/image-store';
 import type { Logger } from '../../src/logger';
 import { ensureSearchAttributes } from '../../src/search-attributes';
 import { buildServer } from '../../src/server';
+import { TokenSealer } from '../../src/token-seal';
 import { BotWorker } from '../../src/worker';
 
 export interface LocalBotOptions {
@@ -23,6 +24,8 @@ export interface LocalBotOptions {
   port: number;
   imageDir: string;
   logger: Logger;
+  /** TOKEN_SEAL_KEY when set; otherwise a random key shared by this process's endpoint and worker. */
+  tokenSealKey?: string | undefined;
 }
 
 export interface LocalBot {
@@ -32,6 +35,8 @@ export interface LocalBot {
 
 /** A worker and the endpoint in this process: what `npm run worker` and `npm run server` run separately. */
 export async function startLocalBot(options: LocalBotOptions): Promise<LocalBot> {
+  const tokenSealer =
+    options.tokenSealKey === undefined ? TokenSealer.random() : TokenSealer.fromKey(options.tokenSealKey);
   const nativeConnection = await NativeConnection.connect({ address: options.temporalAddress });
   const worker = await BotWorker.create({
     connection: nativeConnection,
@@ -40,6 +45,7 @@ export async function startLocalBot(options: LocalBotOptions): Promise<LocalBot>
     discord: new DiscordOutput({ apiBase: options.discordApiBase, botToken: options.botToken }),
     imageStore: new ImageStore(options.imageDir),
     logger: options.logger.child({ component: 'worker' }),
+    tokenSealer,
   });
   const workerRun = worker.run();
 
@@ -50,6 +56,7 @@ export async function startLocalBot(options: LocalBotOptions): Promise<LocalBot>
     temporal: new Client({ connection, namespace: options.namespace }),
     logger: options.logger.child({ component: 'server' }),
     searchAttributes: await ensureSearchAttributes(connection, options.namespace, options.logger),
+    tokenSealer,
   });
   await app.listen({ host: options.host, port: options.port });
   const { port } = app.server.address() as AddressInfo;

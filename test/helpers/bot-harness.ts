@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,12 +28,15 @@ import {
 } from '../../src/standins/interaction-signer';
 import { ensureTemporalCli } from '../../src/temporal-cli';
 import { installTemporalLogging } from '../../src/temporal-logging';
+import { TokenSealer } from '../../src/token-seal';
 import { BotWorker } from '../../src/worker';
 
 export const APPLICATION_ID = '400000000000000001';
 export const CHANNEL_ID = '100000000000000001';
 export const OTHER_CHANNEL_ID = '100000000000000002';
 export const BOT_TOKEN = 'test-bot-token';
+/** Seals interaction tokens inside Temporal, as TOKEN_SEAL_KEY does in production. */
+export const TOKEN_SEAL_KEY = randomBytes(32).toString('hex');
 
 let sharedBundle: WorkflowBundleWithSourceMap | undefined;
 
@@ -142,6 +146,7 @@ export class BotHarness {
       temporal: this.env.client,
       logger,
       searchAttributes: await ensureSearchAttributes(this.env.connection, this.env.namespace ?? 'default', logger),
+      tokenSealer: TokenSealer.fromKey(TOKEN_SEAL_KEY),
     });
     await this.#server.listen({ host: '127.0.0.1', port: 0 });
     const { port } = this.#server.server.address() as AddressInfo;
@@ -160,6 +165,7 @@ export class BotHarness {
       logger: createLogger('test', process.env['LOG_LEVEL'] ?? 'silent'),
       workflowBundle: await workflowBundle(),
       heartbeatIntervalMs: 300,
+      tokenSealer: TokenSealer.fromKey(TOKEN_SEAL_KEY),
       ...(this.#progressEditIntervalMs === undefined ? {} : { progressEditIntervalMs: this.#progressEditIntervalMs }),
     });
     this.#workerRun = this.worker.run();

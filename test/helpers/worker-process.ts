@@ -8,6 +8,7 @@ import { DiscordOutput } from '../../src/discord/discord-output';
 import { ImageStore } from '../../src/image-store';
 import { createLogger } from '../../src/logger';
 import { installTemporalLogging } from '../../src/temporal-logging';
+import { TokenSealer } from '../../src/token-seal';
 import { BotWorker } from '../../src/worker';
 
 async function main(): Promise<void> {
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
     imageStore: new ImageStore(process.env['IMAGE_DIR'] ?? '.data/images'),
     logger,
     heartbeatIntervalMs: 300,
+    tokenSealer: TokenSealer.fromKey(process.env['TOKEN_SEAL_KEY'] ?? ''),
   });
   const running = worker.run();
   console.log('worker ready');
