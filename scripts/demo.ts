@@ -8,12 +8,8 @@ import { parseConfig } from '../src/config';
 import { createLogger } from '../src/logger';
 import { startDiscordStandIn } from '../src/standins/discord-api';
 import { startImageServer } from '../src/standins/image-server';
-import {
-  fakeSnowflake,
-  InteractionSigner,
-  postSignedInteraction,
-  slashCommandInteraction,
-} from '../src/standins/interaction-signer';
+import { fakeSnowflake, InteractionSigner, postSignedInteraction } from '../src/standins/interaction-signer';
+import { SimulatedDiscord, type SentInteraction } from '../src/standins/simulated-discord';
 import { installTemporalLogging } from '../src/temporal-logging';
 import { ConversationPrinter } from './lib/conversation';
 import { startLocalBot } from './lib/local-bot';
@@ -30,7 +26,7 @@ async function main(): Promise<void> {
 
   console.log('Starting a Temporal dev server, the image server and Discord stand-ins, a worker and the endpoint…');
   const temporal = await startTemporalDevServer();
-  const images = await startImageServer({ delayMs: 1_500 });
+  const images = await startImageServer({ delayMs: 3_500 });
   const discord = await startDiscordStandIn({ applicationId: APPLICATION_ID, botToken: 'demo-bot-token' });
   const signer = InteractionSigner.generate();
   const config = parseConfig({
@@ -57,26 +53,14 @@ async function main(): Promise<void> {
   const conversation = new ConversationPrinter(discord, OUTPUT_DIR);
   conversation.start();
 
-  const send = async (user: string, options: Record<string, string | number>, userId: string) => {
-    const issued = discord.issueInteraction({ channelId: CHANNEL_ID });
-    const summary = Object.entries(options)
-      .map(([name, value]) => `${name}:${value}`)
-      .join(' ');
-    const label = `${user}: /generate ${summary}`;
-    conversation.label(issued.token, label);
-    const interaction = slashCommandInteraction({
-      ...issued,
-      applicationId: APPLICATION_ID,
-      channelId: CHANNEL_ID,
-      user: { id: userId, username: user },
-      options,
-    });
-    const answer = await postSignedInteraction(bot.endpointUrl, signer, interaction);
-    const response = answer.body as { type: number; data?: { content?: string; flags?: number } };
-    if (answer.status === 200) {
-      discord.acknowledge(issued.token, response);
-    }
-
+  const simulated = new SimulatedDiscord(discord, signer, bot.endpointUrl, APPLICATION_ID);
+  const users = {
+    alice: { id: '500000000000000001', username: 'alice' },
+    bob: { id: '500000000000000002', username: 'bob' },
+    carol: { id: '500000000000000003', username: 'carol' },
+  };
+  const describeAnswer = (label: string, answer: SentInteraction) => {
+    const response = answer.body as { type: number; data?: { content?: string } };
     const shown =
       response.type === 5
         ? '“SD Bot is thinking…” (deferred)'
@@ -84,8 +68,29 @@ async function main(): Promise<void> {
           ? `only you can see this: ${response.data?.content ?? ''}`
           : JSON.stringify(response);
     conversation.say(`[${label}] answered in ${answer.elapsedMs.toFixed(0)} ms: ${shown}`);
+  };
+  const send = async (user: keyof typeof users, options: Record<string, string | number>) => {
+    const { prompt, ...rest } = options;
+    const summary = Object.entries(options)
+      .map(([name, value]) => `${name}:${value}`)
+      .join(' ');
+    const label = `${user}: /generate ${summary}`;
+    const issued = discord.issueInteraction({ channelId: CHANNEL_ID });
+    conversation.label(issued.token, label);
+    const answer = await simulated.generate(String(prompt), {
+      channelId: CHANNEL_ID,
+      user: users[user],
+      options: rest,
+      interaction: issued,
+    });
+    describeAnswer(label, answer);
     return issued.token;
   };
+  const delivered = (token: string) =>
+    discord.waitFor(
+      (call) => call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200,
+      45_000,
+    );
 
   const ping = await postSignedInteraction(bot.endpointUrl, signer, {
     id: fakeSnowflake(),
@@ -101,27 +106,30 @@ async function main(): Promise<void> {
 
   images.failNext(1, 500, 'a lighthouse on a cliff at dusk');
   conversation.say('[image server] the next generation will fail once, to show a retry');
-  const tokens = [
-    await send(
-      'alice',
-      { prompt: 'a lighthouse on a cliff at dusk [blurry, text]', width: 768, height: 512 },
-      '500000000000000001',
-    ),
-    await send('bob', { prompt: 'a red fox in fresh snow', seed: 42, steps: 30 }, '500000000000000002'),
-    await send('alice', { prompt: 'a tiny robot watering plants', sampler: 'DPM++ 2M' }, '500000000000000001'),
-  ];
-  await send('carol', { prompt: 'a poster', width: 3000 }, '500000000000000003');
-  await send('alice', { prompt: 'one too many' }, '500000000000000001');
+  const lighthouse = await send('alice', {
+    prompt: 'a lighthouse on a cliff at dusk [blurry, text]',
+    width: 768,
+    height: 512,
+  });
+  const fox = await send('bob', { prompt: 'a red fox in fresh snow', seed: 42, steps: 30 });
+  const robot = await send('alice', { prompt: 'a tiny robot watering plants', sampler: 'DPM++ 2M' });
+  await send('carol', { prompt: 'a poster', width: 3000 });
+  await send('alice', { prompt: 'one too many' });
+  describeAnswer('bob: /queue', await simulated.command('queue', { channelId: CHANNEL_ID, user: users.bob }));
 
-  for (const token of tokens) {
-    await discord.waitFor(
-      (call) => call.token === token && call.files.some((f) => f.filename.startsWith('sd-')) && call.status === 200,
-      45_000,
-    );
+  await delivered(lighthouse);
+  const reroll = await simulated.click(lighthouse, 'Re-roll', { channelId: CHANNEL_ID, user: users.carol });
+  conversation.label(reroll.token, 'carol: 🎲 Re-roll of alice’s lighthouse');
+  describeAnswer('carol: 🎲 Re-roll', reroll);
+  const cancelledByBob = await simulated.click(robot, 'Cancel', { channelId: CHANNEL_ID, user: users.bob });
+  describeAnswer('bob: Cancel on alice’s robot', cancelledByBob);
+
+  for (const token of [fox, robot, reroll.token]) {
+    await delivered(token);
   }
 
   conversation.stop();
-  console.log(`\nDone: ${tokens.length} images delivered, saved in ${OUTPUT_DIR}. Cleaning up…`);
+  console.log(`\nDone: 4 images delivered, saved in ${OUTPUT_DIR}. Cleaning up…`);
   await bot.stop();
   await discord.close();
   await images.close();

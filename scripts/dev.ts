@@ -8,8 +8,10 @@ import { loadConfig } from '../src/config';
 import { loadDotEnv, readEnvironment } from '../src/environment';
 import { createLogger } from '../src/logger';
 import { startDiscordStandIn, type DiscordStandIn } from '../src/standins/discord-api';
-import { startImageServer, type ImageServerStandIn } from '../src/standins/image-server';
-import { InteractionSigner, postSignedInteraction, slashCommandInteraction } from '../src/standins/interaction-signer';
+import { startComfyUIServer } from '../src/standins/comfyui-server';
+import { startImageServer } from '../src/standins/image-server';
+import { InteractionSigner } from '../src/standins/interaction-signer';
+import { ephemeralText, SimulatedDiscord } from '../src/standins/simulated-discord';
 import { installTemporalLogging } from '../src/temporal-logging';
 import { ConversationPrinter } from './lib/conversation';
 import { startLocalBot } from './lib/local-bot';
@@ -45,16 +47,19 @@ async function main(): Promise<void> {
     }
   }
 
-  // Any configured image server on this machine that is not running is replaced by the stand-in.
-  const images: ImageServerStandIn[] = [];
+  // Any configured image server on this machine that is not running is replaced by a stand-in.
   for (const [name, backend] of Object.entries(config.backends)) {
     const url = new URL(backend.url);
     const port = Number(url.port || 80);
     if (['127.0.0.1', 'localhost'].includes(url.hostname) && !(await isListening(url.hostname, port))) {
-      const standIn = await startImageServer({ port, delayMs: 4_000 });
-      images.push(standIn);
+      const standIn =
+        backend.type === 'a1111'
+          ? await startImageServer({ port, delayMs: 8_000 })
+          : await startComfyUIServer({ port, delayMs: 8_000 });
       stops.push(() => standIn.close());
-      console.log(`Image server "${name}": nothing answered at ${backend.url}, so the local stand-in runs there.`);
+      console.log(
+        `Image server "${name}": nothing answered at ${backend.url}, so the local ${backend.type} stand-in runs there.`,
+      );
     }
   }
 
@@ -129,6 +134,7 @@ async function main(): Promise<void> {
   console.log('  a lighthouse at dusk [blurry] steps:30 width:768 seed:42');
   console.log('Images are saved in .data/dev-images. Ctrl-C stops everything.\n');
 
+  const simulated = new SimulatedDiscord(discord, signer, bot.endpointUrl, LOCAL_APPLICATION_ID);
   const conversation = new ConversationPrinter(discord, resolve('.data', 'dev-images'));
   conversation.start();
   const input = createInterface({ input: process.stdin });
@@ -138,30 +144,27 @@ async function main(): Promise<void> {
       return;
     }
 
-    const issued = (discord as DiscordStandIn).issueInteraction({ channelId });
+    const issued = simulated.discord.issueInteraction({ channelId });
     conversation.label(issued.token, `you: /generate ${line.trim()}`);
-    const interaction = slashCommandInteraction({
-      ...issued,
-      applicationId: LOCAL_APPLICATION_ID,
-      channelId,
-      user: { id: '500000000000000001', username: 'you' },
-      options: parsed,
-    });
-    postSignedInteraction(bot.endpointUrl, signer as InteractionSigner, interaction).then(
-      (answer) => {
-        const body = answer.body as { type: number; data?: { content?: string } };
-        if (answer.status === 200) {
-          (discord as DiscordStandIn).acknowledge(issued.token, body);
-        }
-
-        conversation.say(
-          body.type === 5
-            ? `[you] accepted in ${answer.elapsedMs.toFixed(0)} ms`
-            : `[you] only you can see this: ${body.data?.content ?? JSON.stringify(body)}`,
-        );
-      },
-      (error: unknown) => console.error('could not reach the endpoint:', error),
-    );
+    const { prompt, ...options } = parsed;
+    simulated
+      .generate(String(prompt), {
+        channelId,
+        user: { id: '500000000000000001', username: 'you' },
+        options,
+        interaction: issued,
+      })
+      .then(
+        (answer) => {
+          const text = ephemeralText(answer);
+          conversation.say(
+            text === undefined
+              ? `[you] accepted in ${answer.elapsedMs.toFixed(0)} ms`
+              : `[you] only you can see this: ${text}`,
+          );
+        },
+        (error: unknown) => console.error('could not reach the endpoint:', error),
+      );
   });
   input.on('close', () => {
     // Standard input ended (e.g. not a terminal): keep serving until Ctrl-C.

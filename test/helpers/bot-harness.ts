@@ -18,14 +18,8 @@ import { ensureSearchAttributes } from '../../src/search-attributes';
 import { buildServer } from '../../src/server';
 import { startDiscordStandIn, type DiscordStandIn } from '../../src/standins/discord-api';
 import { startImageServer, type ImageServerStandIn } from '../../src/standins/image-server';
-import {
-  buttonInteraction,
-  fakeSnowflake,
-  InteractionSigner,
-  postSignedInteraction,
-  slashCommandInteraction,
-  type PostedInteraction,
-} from '../../src/standins/interaction-signer';
+import { fakeSnowflake, InteractionSigner } from '../../src/standins/interaction-signer';
+import { ephemeralText, SimulatedDiscord, type SentInteraction } from '../../src/standins/simulated-discord';
 import { ensureTemporalCli } from '../../src/temporal-cli';
 import { installTemporalLogging } from '../../src/temporal-logging';
 import { TokenSealer } from '../../src/token-seal';
@@ -85,11 +79,6 @@ export interface SendOptions {
   attachments?: Record<string, unknown>;
   /** Reuse an interaction (id and token) to simulate Discord posting the same interaction twice. */
   interaction?: { id: string; token: string };
-}
-
-export interface SentInteraction extends PostedInteraction {
-  id: string;
-  token: string;
 }
 
 /**
@@ -171,108 +160,41 @@ export class BotHarness {
     this.#workerRun = this.worker.run();
   }
 
+  /** Discord's side of the conversation, against this harness's endpoint and stand-in. */
+  get simulated(): SimulatedDiscord {
+    return new SimulatedDiscord(this.discord, this.signer, this.endpointUrl, APPLICATION_ID);
+  }
+
   /** Sends another slash command (e.g. /queue) and returns the endpoint's answer. */
-  async command(name: string, userId = '500000000000000001', channelId = CHANNEL_ID): Promise<SentInteraction> {
-    const issued = this.discord.issueInteraction({ channelId });
-    const interaction = slashCommandInteraction({
-      ...issued,
-      applicationId: APPLICATION_ID,
-      channelId,
-      user: { id: userId, username: `user-${userId.slice(-4)}` },
-      command: name,
-    });
-    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
-    return { ...posted, ...issued };
+  command(name: string, userId = '500000000000000001', channelId = CHANNEL_ID): Promise<SentInteraction> {
+    return this.simulated.command(name, { channelId, user: userFor(userId) });
   }
 
   /** Types into an autocomplete option of /generate; returns Discord's list of choices. */
-  async autocomplete(
-    option: string,
-    typed: string,
-    channelId = CHANNEL_ID,
-  ): Promise<{ choices: Array<{ name: string; value: string }>; elapsedMs: number }> {
-    const issued = { id: fakeSnowflake(), token: 'autocomplete-token' };
-    const interaction = slashCommandInteraction({
-      ...issued,
-      applicationId: APPLICATION_ID,
-      channelId,
-      user: { id: '500000000000000001', username: 'painter' },
-      options: { prompt: 'a cat', [option]: typed },
-      focused: option,
-    });
-    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
-    const body = posted.body as { type: number; data: { choices: Array<{ name: string; value: string }> } };
-    if (body.type !== 8) {
-      throw new Error(`expected an autocomplete answer, got ${JSON.stringify(body)}`);
-    }
-
-    return { choices: body.data.choices, elapsedMs: posted.elapsedMs };
+  autocomplete(option: string, typed: string, channelId = CHANNEL_ID) {
+    return this.simulated.autocomplete(option, typed, { channelId, user: userFor('500000000000000001') });
   }
 
   /** Clicks a button on the message that a request's token owns, as `userId`. */
-  async click(
+  click(
     messageToken: string,
     label: string,
     userId: string,
     permissions = '0',
     channelId = CHANNEL_ID,
   ): Promise<SentInteraction> {
-    const message = this.discord.originalMessage(messageToken);
-    assertDefined(message, 'the message to click on does not exist');
-    const rows = message.components as Array<{ components: Array<{ label?: string; custom_id?: string }> }>;
-    const button = rows.flatMap((row) => row.components).find((component) => component.label === label);
-    assertDefined(button?.custom_id, `no "${label}" button on the message (it has ${JSON.stringify(rows)})`);
-
-    const issued = this.discord.issueInteraction({ channelId });
-    const interaction = buttonInteraction({
-      ...issued,
-      applicationId: APPLICATION_ID,
-      channelId,
-      user: { id: userId, username: `user-${userId.slice(-4)}` },
-      customId: button.custom_id,
-      permissions,
-      message: {
-        id: message.id,
-        channel_id: message.channelId,
-        content: message.content,
-        embeds: message.embeds,
-        components: message.components,
-      },
-    });
-    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
-    if (posted.status === 200) {
-      this.discord.acknowledge(
-        issued.token,
-        posted.body as { type: number; data?: { content?: string; flags?: number } },
-      );
-    }
-
-    return { ...posted, ...issued };
+    return this.simulated.click(messageToken, label, { channelId, user: { ...userFor(userId), permissions } });
   }
 
   /** Sends a signed /generate the way Discord would, and tells the Discord stand-in what was answered. */
-  async generate(prompt: string, send: SendOptions = {}): Promise<SentInteraction> {
-    const channelId = send.channelId ?? CHANNEL_ID;
-    const issued = send.interaction ?? this.discord.issueInteraction({ channelId });
-    const interaction = slashCommandInteraction({
-      id: issued.id,
-      token: issued.token,
-      applicationId: APPLICATION_ID,
-      channelId,
+  generate(prompt: string, send: SendOptions = {}): Promise<SentInteraction> {
+    return this.simulated.generate(prompt, {
+      channelId: send.channelId ?? CHANNEL_ID,
       user: { id: send.userId ?? '500000000000000001', username: 'painter' },
-      options: { prompt, ...send.options },
+      ...(send.options === undefined ? {} : { options: send.options }),
       ...(send.attachments === undefined ? {} : { attachments: send.attachments }),
+      ...(send.interaction === undefined ? {} : { interaction: send.interaction }),
     });
-    const posted = await postSignedInteraction(this.endpointUrl, this.signer, interaction);
-    // Discord creates @original from the first answer only; a repeated POST changes nothing there.
-    if (posted.status === 200 && this.discord.originalMessage(issued.token) === undefined) {
-      this.discord.acknowledge(
-        issued.token,
-        posted.body as { type: number; data?: { content?: string; flags?: number } },
-      );
-    }
-
-    return { ...posted, ...issued };
   }
 
   /**
@@ -325,18 +247,10 @@ export class BotHarness {
   }
 }
 
-export { fakeSnowflake };
+export { ephemeralText, fakeSnowflake, type SentInteraction };
 
-function assertDefined<T>(value: T | undefined | null, message: string): asserts value is T {
-  if (value === undefined || value === null) {
-    throw new Error(message);
-  }
-}
-
-/** The text of an ephemeral (type 4) answer, or undefined for any other answer. */
-export function ephemeralText(sent: PostedInteraction): string | undefined {
-  const body = sent.body as { type?: number; data?: { content?: string; flags?: number } };
-  return body.type === 4 && body.data?.flags === 64 ? body.data.content : undefined;
+function userFor(id: string): { id: string; username: string } {
+  return { id, username: `user-${id.slice(-4)}` };
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
