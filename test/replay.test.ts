@@ -12,11 +12,11 @@ import { workflowBundle } from './helpers/bot-harness';
 // against the current workflow code: a change that would break running workflows fails here.
 const HISTORIES = join(__dirname, 'histories');
 
-test('recorded channel and backend workflow histories replay against the current code', async () => {
+test('recorded channel and image-server workflow histories replay against the current code', async () => {
   const files = readdirSync(HISTORIES).filter((name) => name.endsWith('.json'));
   assert.ok(files.length >= 4, `expected recorded histories in ${HISTORIES}`);
   assert.ok(files.some((name) => name.includes('-channel-')));
-  assert.ok(files.some((name) => name.includes('-backend-')));
+  assert.ok(files.some((name) => name.includes('-image-servers-')));
 
   const histories = files.map((name) => ({
     workflowId: name.replace(/\.json$/, ''),
