@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { describeNetworkError, parseServerAddress } from './http-util';
+import { pngSize } from './png-size';
 
 /** What to draw. Sizes are pixels; the WebUI wants multiples of 8. */
 export interface Txt2ImgParams {
@@ -91,8 +93,6 @@ const INTERRUPT_PATH = 'sdapi/v1/interrupt';
 const MODELS_PATH = 'sdapi/v1/sd-models';
 const SAMPLERS_PATH = 'sdapi/v1/samplers';
 
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
 const generationReply = z.object({
   images: z.array(z.string()).min(1),
   // A1111 and Forge send a JSON string; accept an already-decoded object too.
@@ -142,29 +142,14 @@ export class A1111Client {
   readonly #requestTimeoutMs: number;
 
   constructor(baseUrl: string, options: { requestTimeoutMs?: number } = {}) {
-    const base = URL.canParse(baseUrl) ? new URL(baseUrl) : undefined;
-    if (base === undefined || (base.protocol !== 'http:' && base.protocol !== 'https:')) {
-      throw new TypeError('A1111Client needs an http(s) base URL, such as http://127.0.0.1:7860');
-    }
+    const { base, authorization } = parseServerAddress(baseUrl, 'A1111Client', 'http://127.0.0.1:7860');
 
     const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     if (!(requestTimeoutMs > 0)) {
       throw new RangeError('A1111Client requestTimeoutMs must be a positive number of milliseconds');
     }
 
-    if (base.username !== '' || base.password !== '') {
-      const credentials = `${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`;
-      this.#authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
-    }
-
-    base.username = '';
-    base.password = '';
-    base.search = '';
-    base.hash = '';
-    if (!base.pathname.endsWith('/')) {
-      base.pathname += '/';
-    }
-
+    this.#authorization = authorization;
     this.#base = base;
     this.#requestTimeoutMs = requestTimeoutMs;
   }
@@ -385,14 +370,6 @@ function decodeBase64(encoded: string): Buffer {
   return Buffer.from(encoded.slice(comma + 1), 'base64');
 }
 
-function pngSize(buf: Buffer): { width: number; height: number } | undefined {
-  if (buf.length < 24 || !buf.subarray(0, 8).equals(PNG_SIGNATURE) || buf.toString('latin1', 12, 16) !== 'IHDR') {
-    return undefined;
-  }
-
-  return { width: buf.readUInt32BE(16), height: buf.readUInt32BE(20) };
-}
-
 /** Summarises FastAPI (`{ detail }`) and WebUI (`{ error, errors }`) error bodies in one short line. */
 function describeErrorBody(body: unknown): string {
   if (typeof body !== 'object' || body === null) {
@@ -420,18 +397,4 @@ function describeValidationIssue(issue: unknown): string {
   const { loc, msg } = issue as Record<string, unknown>;
   const where = Array.isArray(loc) ? loc.join('.') : '';
   return where ? `${where}: ${String(msg)}` : String(msg);
-}
-
-function describeNetworkError(error: unknown): string {
-  const cause = error instanceof Error ? error.cause : undefined;
-  for (const candidate of [cause, error]) {
-    if (candidate instanceof Error) {
-      const code = (candidate as NodeJS.ErrnoException).code;
-      if (typeof code === 'string') {
-        return code;
-      }
-    }
-  }
-
-  return cause instanceof Error ? cause.message : error instanceof Error ? error.message : 'unknown error';
 }

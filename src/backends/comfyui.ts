@@ -1,9 +1,10 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import WebSocket from 'ws';
 import { z } from 'zod';
-import { readPngSize } from '../standins/png';
 import { ImageServerError, type GeneratedImage, type GenerationProgress } from './a1111';
 import type { GenerateOptions, GenerationRequest, ImageBackend } from './image-backend';
+import { describeNetworkError, parseServerAddress } from './http-util';
+import { readPngSize } from './png-size';
 
 /**
  * An API-format ComfyUI graph, as saved by "Save (API Format)": node ids mapped to a class and its inputs.
@@ -163,10 +164,7 @@ export class ComfyUIBackend implements ImageBackend {
   readonly #img2img: ComfyUIGraph | undefined;
 
   constructor(baseUrl: string, options: ComfyUIBackendOptions) {
-    const base = URL.canParse(baseUrl) ? new URL(baseUrl) : undefined;
-    if (base === undefined || (base.protocol !== 'http:' && base.protocol !== 'https:')) {
-      throw new TypeError('ComfyUIBackend needs an http(s) base URL, such as http://127.0.0.1:8188');
-    }
+    const { base, authorization } = parseServerAddress(baseUrl, 'ComfyUIBackend', 'http://127.0.0.1:8188');
 
     const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
     if (!(requestTimeoutMs > 0)) {
@@ -175,19 +173,7 @@ export class ComfyUIBackend implements ImageBackend {
 
     const { txt2img, img2img } = readTemplate(options.template);
 
-    if (base.username !== '' || base.password !== '') {
-      const credentials = `${decodeURIComponent(base.username)}:${decodeURIComponent(base.password)}`;
-      this.#authorization = `Basic ${Buffer.from(credentials).toString('base64')}`;
-    }
-
-    base.username = '';
-    base.password = '';
-    base.search = '';
-    base.hash = '';
-    if (!base.pathname.endsWith('/')) {
-      base.pathname += '/';
-    }
-
+    this.#authorization = authorization;
     this.#base = base;
     this.#requestTimeoutMs = requestTimeoutMs;
     this.#txt2img = txt2img;
@@ -834,18 +820,4 @@ function describeErrorBody(body: unknown): string {
   });
   const summary = [error?.message, ...parts].filter(Boolean).join('; ');
   return summary.length > 400 ? `${summary.slice(0, 399)}…` : summary;
-}
-
-function describeNetworkError(error: unknown): string {
-  const cause = error instanceof Error ? error.cause : undefined;
-  for (const candidate of [cause, error]) {
-    if (candidate instanceof Error) {
-      const code = (candidate as NodeJS.ErrnoException).code;
-      if (typeof code === 'string') {
-        return code;
-      }
-    }
-  }
-
-  return cause instanceof Error ? cause.message : error instanceof Error ? error.message : 'unknown error';
 }

@@ -1,3 +1,5 @@
+import { describeNetworkError } from './http-util';
+
 /**
  * Fetching the starting image of an img2img request. Its URL comes from a Discord user, so it is treated as
  * hostile: only Discord's attachment hosts, no redirects anywhere else, a size cap enforced while the bytes
@@ -298,18 +300,4 @@ function redactUrl(url: string): string {
 
 function unbracket(host: string): string {
   return host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-}
-
-function describeNetworkError(error: unknown): string {
-  const cause = error instanceof Error ? error.cause : undefined;
-  for (const candidate of [cause, error]) {
-    if (candidate instanceof Error) {
-      const code = (candidate as NodeJS.ErrnoException).code;
-      if (typeof code === 'string') {
-        return code;
-      }
-    }
-  }
-
-  return 'network error';
 }

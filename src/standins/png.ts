@@ -1,7 +1,5 @@
 import { PNG } from 'pngjs';
 
-const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
 const RGB_CHANNELS = [0, 1, 2] as const;
 
 type Rgb = readonly [number, number, number];
@@ -50,29 +48,6 @@ export function encodePng(width: number, height: number, seed: number, prompt = 
   return PNG.sync.write(png, { colorType: 2 });
 }
 
-/**
- * Reads the pixel size of a PNG from its signature and IHDR header without decoding the image.
- *
- * Throws an `Error` when `buf` does not start with a PNG signature followed by a well-formed IHDR chunk.
- */
-export function readPngSize(buf: Buffer): { width: number; height: number } {
-  if (buf.length < 33 || !buf.subarray(0, 8).equals(PNG_SIGNATURE)) {
-    throw new Error('not a PNG: the signature is missing');
-  }
-
-  if (buf.readUInt32BE(8) !== 13 || buf.toString('latin1', 12, 16) !== 'IHDR') {
-    throw new Error('not a PNG: the first chunk is not a 13-byte IHDR');
-  }
-
-  const width = buf.readUInt32BE(16);
-  const height = buf.readUInt32BE(20);
-  if (width === 0 || height === 0) {
-    throw new Error(`not a PNG: IHDR declares an empty size ${width}x${height}`);
-  }
-
-  return { width, height };
-}
-
 /** FNV-1a over the UTF-8 bytes: a stable 32-bit seed for the colour generator. */
 function hashText(text: string): number {
   let hash = 0x811c9dc5;
@@ -97,3 +72,5 @@ function seededRandom(state: number): () => number {
 function randomColour(random: () => number): Rgb {
   return [Math.floor(random() * 256), Math.floor(random() * 256), Math.floor(random() * 256)];
 }
+
+export { readPngSize } from '../backends/png-size';
