@@ -7,8 +7,8 @@ import { channelWorkflowId, queueQuery } from '../src/shared';
 import { readPngSize } from '../src/standins/png';
 import { BotHarness, BOT_TOKEN, CHANNEL_ID, sleep, startTemporal } from './helpers/bot-harness';
 
-// Interaction tokens live 15 minutes on Discord; here both the stand-in and the bot are told 4 s.
-const TOKEN_LIFETIME_MS = 4_000;
+// Interaction tokens live 15 minutes on Discord; here both the stand-in and the bot are told 6 s.
+const TOKEN_LIFETIME_MS = 6_000;
 
 describe('a request that outlives its interaction token', () => {
   let env: TestWorkflowEnvironment;
@@ -23,13 +23,19 @@ describe('a request that outlives its interaction token', () => {
 
   test('is delivered as a new channel message through the bot token, mentioning the requester', async () => {
     const bot = await new BotHarness(env).start({
-      imageDelayMs: 2_500,
+      imageDelayMs: 500,
       tokenLifetimeMs: TOKEN_LIFETIME_MS,
       queue: { interactionTokenLifetimeMs: TOKEN_LIFETIME_MS },
     });
     try {
       const first = await bot.generate('first in line', { userId: '500000000000000201' });
       const late = await bot.generate('waits past its token', { userId: '500000000000000202' });
+      // The first is quick and in time; the second, generated after it, takes longer than the token lives.
+      while (!bot.images.requests.some((r) => r.prompt === 'first in line')) {
+        await sleep(20);
+      }
+
+      bot.images.setDelay(8_000);
       await bot.discord.waitFor(
         (call) => call.token === first.token && call.files.some((f) => f.filename.startsWith('sd-')),
         15_000,
@@ -96,7 +102,7 @@ describe('a request that outlives its interaction token', () => {
 
   test('without a bot token it is recorded as undeliverable, and the queue goes on', async () => {
     const bot = await new BotHarness(env).start({
-      imageDelayMs: 2_500,
+      imageDelayMs: 500,
       tokenLifetimeMs: TOKEN_LIFETIME_MS,
       queue: { interactionTokenLifetimeMs: TOKEN_LIFETIME_MS },
       botToken: undefined,
@@ -104,6 +110,16 @@ describe('a request that outlives its interaction token', () => {
     try {
       await bot.generate('first again', { userId: '500000000000000221' });
       const late = await bot.generate('nowhere to go', { userId: '500000000000000222' });
+      while (!bot.images.requests.some((r) => r.prompt === 'first again')) {
+        await sleep(20);
+      }
+
+      bot.images.setDelay(8_000);
+      while (!bot.images.requests.some((r) => r.prompt === 'nowhere to go')) {
+        await sleep(20);
+      }
+
+      bot.images.setDelay(500);
       const handle = env.client.workflow.getHandle(channelWorkflowId(CHANNEL_ID));
       const deadline = Date.now() + 20_000;
       let snapshot = await handle.query(queueQuery);
