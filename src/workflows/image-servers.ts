@@ -24,6 +24,8 @@ export interface ImageServersInput {
     servers: ServerRecord[];
     holders: Array<[string, Holder]>;
     waiting: LeaseRequest[];
+    /** Holders that asked again and have not been told yet. */
+    regrants?: string[];
   };
 }
 
@@ -69,7 +71,7 @@ export async function imageServersWorkflow(input: ImageServersInput = {}): Promi
   const servers = new Map<string, ServerRecord>((input.carried?.servers ?? []).map((s) => [s.name, s]));
   const holders = new Map<string, Holder>(input.carried?.holders ?? []);
   const waiting: LeaseRequest[] = input.carried?.waiting ?? [];
-  const regrants: string[] = [];
+  const regrants: string[] = [...(input.carried?.regrants ?? [])];
   const probing = new Set<string>();
   let version = 0;
   let lastActivityAt = Date.now();
@@ -213,7 +215,7 @@ export async function imageServersWorkflow(input: ImageServersInput = {}): Promi
     if (workflowInfo().continueAsNewSuggested && probing.size === 0) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof imageServersWorkflow>({
-        carried: { servers: [...servers.values()], holders: [...holders.entries()], waiting },
+        carried: { servers: [...servers.values()], holders: [...holders.entries()], waiting, regrants },
       });
     }
   }
