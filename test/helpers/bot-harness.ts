@@ -95,6 +95,11 @@ export class BotHarness {
   #server!: FastifyInstance;
   #workerRun: Promise<void> | undefined;
   #imageDir = '';
+
+  /** Where the in-process worker keeps images until they are delivered. */
+  get imageDir(): string {
+    return this.#imageDir;
+  }
   #botToken: string | undefined;
   #progressEditIntervalMs: number | undefined;
 
