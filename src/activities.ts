@@ -131,8 +131,9 @@ export function createActivities(deps: ActivityDependencies) {
       }, heartbeatIntervalMs);
 
       // Cancel (the button) reaches this activity through its heartbeats; stop the server's work too.
+      let interrupted: Promise<void> = Promise.resolve();
       const onCancel = () => {
-        backend.interrupt().catch(() => undefined);
+        interrupted = backend.interrupt().catch(() => undefined);
       };
       context.cancellationSignal.addEventListener('abort', onCancel, { once: true });
 
@@ -168,6 +169,8 @@ export function createActivities(deps: ActivityDependencies) {
       } catch (error) {
         await progressEdits.close();
         if (context.cancellationSignal.aborted) {
+          // The slot goes to the next job only once the server has really stopped this one.
+          await interrupted;
           throw new CancelledFailure('generation cancelled; the image server was interrupted');
         }
 

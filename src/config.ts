@@ -94,7 +94,8 @@ const queueSchema = z
     generationTimeoutMs: positiveInt.default(600_000), // 10 min, kept alive by heartbeats
     generationAttempts: positiveInt.default(3),
     retryInitialIntervalMs: positiveInt.default(2_000),
-    heartbeatTimeoutMs: positiveInt.default(30_000), // 30 s
+    // Generations heartbeat every 2 s; anything much shorter would take live workers for dead.
+    heartbeatTimeoutMs: positiveInt.min(5_000).default(30_000), // 30 s
   })
   .strict();
 
@@ -137,6 +138,9 @@ export function parseConfig(raw: unknown, source = 'config'): BotConfig {
   const result = configSchema.safeParse(raw);
   const problems = result.success ? [] : result.error.issues.map(describeIssue);
   problems.push(...unknownBackendReferences(raw));
+  if (result.success) {
+    problems.push(...defaultsOutsideLimits(result.data));
+  }
   if (!result.success || problems.length > 0) {
     throw new ConfigError(`${source} is invalid:\n${problems.map((p) => `  ${p}`).join('\n')}`, source);
   }
@@ -164,6 +168,41 @@ function unknownBackendReferences(raw: unknown): string[] {
     return names
       .filter((name): name is string => typeof name === 'string' && !known.includes(name))
       .map((name) => `channels.${channelId}.backend: unknown backend "${name}" (known: ${known.join(', ') || 'none'})`);
+  });
+}
+
+// A default the channel's own limits refuse would make every plain /generate (and its re-roll) fail.
+function defaultsOutsideLimits(config: BotConfig): string[] {
+  return Object.keys(config.channels).flatMap((channelId) => {
+    const channel = resolveChannel(config, channelId);
+    if (channel === undefined) {
+      return [];
+    }
+
+    const where = channelId === '*' ? 'channels.*' : `channels.${channelId}`;
+    const { defaults, limits } = channel;
+    const problems: string[] = [];
+    if (defaults.steps > limits.maxSteps) {
+      problems.push(`${where}: default steps ${defaults.steps} is above maxSteps ${limits.maxSteps}`);
+    }
+
+    if (defaults.width > limits.maxWidth || defaults.height > limits.maxHeight) {
+      problems.push(`${where}: default size ${defaults.width}×${defaults.height} is above the size limit`);
+    }
+
+    if (defaults.negativePrompt.length > OPTION_BOUNDS.negativeLength) {
+      problems.push(`${where}: default negativePrompt is longer than ${OPTION_BOUNDS.negativeLength} characters`);
+    }
+
+    if (
+      defaults.model !== undefined &&
+      limits.allowedModels !== undefined &&
+      !limits.allowedModels.includes(defaults.model)
+    ) {
+      problems.push(`${where}: default model "${defaults.model}" is not in allowedModels`);
+    }
+
+    return problems;
   });
 }
 

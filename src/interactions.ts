@@ -369,10 +369,14 @@ export class InteractionHandler {
   }
 }
 
+/** Discord refuses message content over 2000 characters; long explanations are cut to fit. */
+const MAX_CONTENT = 2_000;
+
 function ephemeral(content: string): APIInteractionResponse {
+  const fitted = content.length <= MAX_CONTENT ? content : `${content.slice(0, MAX_CONTENT - 1)}…`;
   return {
     type: InteractionResponseType.ChannelMessageWithSource,
-    data: { content, flags: MessageFlags.Ephemeral, allowed_mentions: { parse: [] } },
+    data: { content: fitted, flags: MessageFlags.Ephemeral, allowed_mentions: { parse: [] } },
   };
 }
 

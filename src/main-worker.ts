@@ -28,7 +28,14 @@ async function main(): Promise<void> {
     tokenSealer: env.tokenSealKey === undefined ? undefined : TokenSealer.fromKey(env.tokenSealKey),
   });
 
-  // The Temporal runtime shuts workers down on SIGINT/SIGTERM; run() resolves once they have drained.
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'stopping: finishing running generations first');
+    worker.shutdown();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+
+  // run() resolves once both workers have drained.
   await worker.run();
   await connection.close();
   logger.info('worker stopped');

@@ -15,6 +15,8 @@ export function installTemporalLogging(logger: Logger, level: LogLevel = 'INFO')
 
   installed = true;
   Runtime.install({
+    // Each process stops its workers itself, in order (see BotWorker.shutdown), rather than all at once.
+    shutdownSignals: [],
     logger: new DefaultLogger(level, (entry) => {
       const { message, meta } = entry;
       const fields = meta ?? {};

@@ -26,6 +26,10 @@ export interface BotWorkerOptions {
   progressEditIntervalMs?: number;
   /** Opens interaction tokens the endpoint sealed; the same TOKEN_SEAL_KEY as the endpoint. */
   tokenSealer?: TokenSealer | undefined;
+  /** How long a stopping worker lets running generations finish, in ms. Default: the generation timeout. */
+  shutdownGraceTimeMs?: number;
+  /** After the generations drained, how long the worker's own queue still takes deliveries, in ms. Default 5000. */
+  deliveryDrainMs?: number;
 }
 
 /**
@@ -35,10 +39,13 @@ export interface BotWorkerOptions {
 export class BotWorker {
   readonly #shared: Worker;
   readonly #own: Worker;
+  readonly #deliveryDrainMs: number;
+  #sharedRun: Promise<void> | undefined;
 
-  private constructor(shared: Worker, own: Worker) {
+  private constructor(shared: Worker, own: Worker, deliveryDrainMs: number) {
     this.#shared = shared;
     this.#own = own;
+    this.#deliveryDrainMs = deliveryDrainMs;
   }
 
   static async create(options: BotWorkerOptions): Promise<BotWorker> {
@@ -69,6 +76,8 @@ export class BotWorker {
       // Cancel reaches a running generation only through a heartbeat that reaches the server; keep it prompt.
       maxHeartbeatThrottleInterval: '1s',
       defaultHeartbeatThrottleInterval: '1s',
+      // A stopping worker finishes the generations it runs instead of wasting them (and the GPU time).
+      shutdownGraceTime: options.shutdownGraceTimeMs ?? options.config.queue.generationTimeoutMs,
     });
     const own = await Worker.create({
       connection: options.connection,
@@ -77,19 +86,32 @@ export class BotWorker {
       activities,
     });
     options.logger.info({ taskQueue: TASK_QUEUE, workerTaskQueue }, 'worker ready');
-    return new BotWorker(shared, own);
+    return new BotWorker(shared, own, options.deliveryDrainMs ?? 5_000);
   }
 
-  /** Polls until {@link shutdown} is called or a signal stops the process; resolves once drained. */
+  /** Polls until {@link shutdown} is called; resolves once both workers have drained. */
   async run(): Promise<void> {
-    await Promise.all([this.#shared.run(), this.#own.run()]);
+    this.#sharedRun = this.#shared.run();
+    await Promise.all([this.#sharedRun, this.#own.run()]);
   }
 
+  /**
+   * Stops taking new work. Running generations finish (up to the grace time), and this worker's own
+   * queue keeps delivering the images they produce for a few seconds more before it stops too.
+   */
   shutdown(): void {
-    for (const worker of [this.#shared, this.#own]) {
-      if (worker.getState() === 'RUNNING') {
-        worker.shutdown();
-      }
+    if (this.#shared.getState() === 'RUNNING') {
+      this.#shared.shutdown();
     }
+
+    const stopOwn = () => {
+      if (this.#own.getState() === 'RUNNING') {
+        this.#own.shutdown();
+      }
+    };
+    void (this.#sharedRun ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => new Promise((resolve) => setTimeout(resolve, this.#deliveryDrainMs)))
+      .then(stopOwn);
   }
 }

@@ -49,3 +49,11 @@ test('a channel not in the config is not enabled, unless a "*" entry enables eve
   const open = parseConfig({ ...valid, channels: { '*': { backend: 'gpu' } } });
   assert.deepEqual(resolveChannel(open, '999')?.pool, [{ name: 'gpu', capacity: 1 }]);
 });
+
+test('a channel whose defaults break its own limits is refused at start-up, naming the channel', () => {
+  const broken = {
+    ...valid,
+    channels: { '123': { backend: 'gpu', limits: { maxSteps: 10 } } },
+  };
+  assert.throws(() => parseConfig(broken, 'config.json'), /channels\.123: default steps 20 is above maxSteps 10/);
+});

@@ -6,6 +6,7 @@ import {
 } from 'discord-api-types/v10';
 
 export const DEFAULT_DISCORD_API_BASE = 'https://discord.com/api';
+const UPLOAD_TIMEOUT_MS = 60_000; // 1 min for a request carrying an image
 
 export type DiscordFailureKind =
   /** The interaction token is older than Discord's 15 minutes, or otherwise invalid. */
@@ -54,21 +55,28 @@ export interface MessageFile {
 /** Everything the bot sends to Discord goes through here: interaction webhooks without the bot token. */
 export class DiscordOutput {
   readonly #rest: REST;
+  /** The same, with room for multi-megabyte uploads. */
+  readonly #uploads: REST;
   readonly #hasBotToken: boolean;
 
   constructor(options: DiscordOutputOptions = {}) {
-    this.#rest = new REST({
-      api: options.apiBase ?? DEFAULT_DISCORD_API_BASE,
-      version: '10',
-      timeout: options.timeoutMs ?? 5_000,
-      // Temporal retries the activity with backoff; one quick retry here covers a dropped connection.
-      retries: 1,
-      // Never sit out a long rate limit inside an activity: fail, and let Temporal's retry wait instead.
-      rejectOnRateLimit: (limit) => limit.retryAfter > 5_000,
-    });
+    const timeout = options.timeoutMs ?? 5_000;
+    const client = (timeoutMs: number) =>
+      new REST({
+        api: options.apiBase ?? DEFAULT_DISCORD_API_BASE,
+        version: '10',
+        timeout: timeoutMs,
+        // Temporal retries the activity with backoff; one quick retry here covers a dropped connection.
+        retries: 1,
+        // Never sit out a long rate limit inside an activity: fail, and let Temporal's retry wait instead.
+        rejectOnRateLimit: (limit) => limit.retryAfter > 5_000,
+      });
+    this.#rest = client(timeout);
+    this.#uploads = client(Math.max(timeout, UPLOAD_TIMEOUT_MS));
     this.#hasBotToken = options.botToken !== undefined && options.botToken !== '';
     if (this.#hasBotToken) {
       this.#rest.setToken(options.botToken as string);
+      this.#uploads.setToken(options.botToken as string);
     }
   }
 
@@ -84,8 +92,9 @@ export class DiscordOutput {
     files: MessageFile[] = [],
   ): Promise<void> {
     const route = Routes.webhookMessage(applicationId, interactionToken, '@original');
+    const rest = files.length > 0 ? this.#uploads : this.#rest;
     await this.#send('PATCH', 'PATCH /webhooks/:app/:token/messages/@original', () =>
-      this.#rest.patch(route, { body, files: toRawFiles(files), auth: false }),
+      rest.patch(route, { body, files: toRawFiles(files), auth: false }),
     );
   }
 
@@ -111,7 +120,7 @@ export class DiscordOutput {
     }
 
     await this.#send('POST', 'POST /channels/:channel/messages', () =>
-      this.#rest.post(Routes.channelMessages(channelId), {
+      this.#uploads.post(Routes.channelMessages(channelId), {
         body: { ...body, nonce, enforce_nonce: true },
         files: toRawFiles(files),
       }),

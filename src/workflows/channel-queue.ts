@@ -70,6 +70,11 @@ interface CarriedState {
 }
 
 const RECENT_REQUEST_IDS = 1_000;
+const ACCEPT_MARGIN_MS = 500;
+/** How long to wait for a lease grant before asking again (the image-servers workflow may have restarted). */
+const LEASE_REASK_MS = 60_000;
+/** A head request not granted a slot within this long is shown as queued. */
+const HEAD_QUEUED_AFTER_MS = 1_000;
 const UNDELIVERABLE_KEPT = 50;
 const MAX_REGENERATIONS = 2;
 const POSITION_REFRESH_MS = 3_000;
@@ -97,6 +102,10 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   const inFlight = new Set<Promise<void>>();
   /** Lease id -> the server it was granted on. */
   const grantedLeases = new Map<string, string>();
+  /** Lease ids asked for and not yet granted or withdrawn. */
+  const pendingLeases = new Set<string>();
+  /** When the request at the head of the queue started waiting for a slot, or null. */
+  let headWaitingSince: number | null = null;
   // Bumped whenever the queue changes, to wake whoever shows positions.
   let queueVersion = 0;
   // The SdUserIds search attribute as last written, to write it only when it changes.
@@ -156,7 +165,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
       // Runs before anything is written to history: a request whose endpoint already gave up on it
       // (it answered Discord with an error) must not be queued behind the user's back.
       validator: (request) => {
-        if (!recentSet.has(request.requestId) && Date.now() > request.acceptBefore) {
+        // A margin below the endpoint's deadline leaves time for the acceptance to travel back to it.
+        if (!recentSet.has(request.requestId) && Date.now() > request.acceptBefore - ACCEPT_MARGIN_MS) {
           throw new Error('the endpoint stopped waiting for this request');
         }
       },
@@ -194,7 +204,12 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   });
 
   setHandler(leaseGrantedSignal, ({ leaseId, server }) => {
-    grantedLeases.set(leaseId, server);
+    if (pendingLeases.has(leaseId)) {
+      grantedLeases.set(leaseId, server);
+    } else {
+      // A grant for a request we already withdrew (or a duplicate): give the slot straight back.
+      releaseLease(leaseId, 'withdrawn');
+    }
   });
 
   setHandler(queueQuery, (): QueueSnapshot => {
@@ -294,7 +309,13 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     for (;;) {
       const now = Date.now();
       let nextDueAt = Number.POSITIVE_INFINITY;
-      if (running.size > 0) {
+      // Someone is ahead whenever a job runs here, or the head has waited for a slot (another channel holds it).
+      const headBlocked = headWaitingSince !== null && now - headWaitingSince >= HEAD_QUEUED_AFTER_MS;
+      if (headWaitingSince !== null && !headBlocked) {
+        nextDueAt = headWaitingSince + HEAD_QUEUED_AFTER_MS;
+      }
+
+      if (running.size > 0 || headBlocked) {
         waiting.forEach((job, index) => {
           const position = index + 1;
           if (job.shownPosition === position) {
@@ -343,14 +364,22 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     options: { priority: boolean; avoid: string | null },
     abandon: () => boolean,
   ): Promise<string | null> {
-    await leases.requestLease({
-      leaseId,
-      holderWorkflowId: workflowInfo().workflowId,
-      pool: request.pool,
-      priority: options.priority,
-      avoid: options.avoid,
-    });
-    await condition(() => grantedLeases.has(leaseId) || abandon());
+    pendingLeases.add(leaseId);
+    const ask = () =>
+      leases.requestLease({
+        leaseId,
+        holderWorkflowId: workflowInfo().workflowId,
+        pool: request.pool,
+        priority: options.priority,
+        avoid: options.avoid,
+      });
+    await ask();
+    // Asking again is harmless (the scheduler knows the lease id) and recovers from a scheduler restart.
+    while (!(await condition(() => grantedLeases.has(leaseId) || abandon(), LEASE_REASK_MS))) {
+      await ask();
+    }
+
+    pendingLeases.delete(leaseId);
     const server = grantedLeases.get(leaseId);
     if (server === undefined || abandon()) {
       releaseLease(leaseId, 'withdrawn');
@@ -408,7 +437,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
           break;
         } catch (error) {
           failure = error;
-          const retryable = !isCancellation(error) && !isRefusal(error);
+          const retryable = isWorkerLost(error) || (!isCancellation(error) && !isRefusal(error));
           const serverAtFault = retryable && !isWorkerLost(error) && !isFailureType(error, 'INIT_IMAGE_UNAVAILABLE');
           releaseLease(
             leaseId,
@@ -433,7 +462,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
           }
 
           // A retry goes ahead of new requests, and to another server of the pool if one is free.
-          leaseId = `${request.requestId}:${attempt + 1}`;
+          leaseId = leaseIdFor(job, attempt + 1);
           server = await acquireLease(
             request,
             leaseId,
@@ -538,6 +567,12 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
 
       const reason = describe(error);
       log.error('image undeliverable', { requestId: request.requestId, userId: request.userId, reason });
+      void showStatus(request, {
+        kind: 'failed',
+        requestId: request.requestId,
+        reason: `The image was made, but Discord did not accept it: ${reason}`,
+        settings: request.settings,
+      });
       undeliverable.push({ requestId: request.requestId, userId: request.userId, reason });
       undeliverable.splice(0, Math.max(0, undeliverable.length - UNDELIVERABLE_KEPT));
     } finally {
@@ -581,8 +616,11 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     }
 
     const job = waiting[0] as Job;
-    const leaseId = `${job.request.requestId}:1`;
+    const leaseId = leaseIdFor(job, 1);
+    headWaitingSince = Date.now();
+    queueVersion += 1;
     const server = await acquireLease(job.request, leaseId, { priority: false, avoid: null }, () => waiting[0] !== job);
+    headWaitingSince = null;
     if (server === null) {
       continue;
     }
@@ -624,15 +662,22 @@ function isFailureType(error: unknown, type: string): boolean {
   return cause instanceof ApplicationFailure && cause.type === type;
 }
 
-/** A heartbeat timeout means the worker running the attempt died, not that the server failed. */
+/** The worker running the attempt died or was shut down: not the server's fault, and worth a retry. */
 function isWorkerLost(error: unknown): boolean {
   const cause = error instanceof ActivityFailure ? error.cause : error;
-  return cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT;
+  return (
+    (cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.HEARTBEAT) ||
+    isFailureType(error, 'WorkerShutdown')
+  );
 }
 
+/** The worker holding the PNG is gone (nobody picked up the delivery) or no longer has it. */
 function isImageLost(error: unknown): boolean {
   const cause = error instanceof ActivityFailure ? error.cause : error;
-  return isFailureType(error, 'IMAGE_MISSING') || cause instanceof TimeoutFailure;
+  return (
+    isFailureType(error, 'IMAGE_MISSING') ||
+    (cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.SCHEDULE_TO_START)
+  );
 }
 
 function isRefusal(error: unknown): boolean {
@@ -643,4 +688,9 @@ function isRefusal(error: unknown): boolean {
 /** Jobs on the same set of servers share one measured average. */
 function poolKey(request: GenerateRequest): string {
   return request.pool.map((member) => member.name).join('+');
+}
+
+/** Unique per job, regeneration and attempt, so a late grant or release can never touch another lease. */
+function leaseIdFor(job: Job, attempt: number): string {
+  return `${job.request.requestId}:${job.regenerations}:${attempt}`;
 }

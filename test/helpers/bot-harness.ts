@@ -159,6 +159,8 @@ export class BotHarness {
       logger: createLogger('test', process.env['LOG_LEVEL'] ?? 'silent'),
       workflowBundle: await workflowBundle(),
       heartbeatIntervalMs: 300,
+      shutdownGraceTimeMs: 2_000,
+      deliveryDrainMs: 0,
       tokenSealer: TokenSealer.fromKey(TOKEN_SEAL_KEY),
       ...(this.#progressEditIntervalMs === undefined ? {} : { progressEditIntervalMs: this.#progressEditIntervalMs }),
     });
