@@ -94,8 +94,8 @@ const queueSchema = z
     generationTimeoutMs: positiveInt.default(600_000), // 10 min, kept alive by heartbeats
     generationAttempts: positiveInt.default(3),
     retryInitialIntervalMs: positiveInt.default(2_000),
-    // Generations heartbeat every 2 s; anything much shorter would take live workers for dead.
-    heartbeatTimeoutMs: positiveInt.min(5_000).default(30_000), // 30 s
+    // Must stay well above the workers' heartbeat interval (2 s by default), or live workers look dead.
+    heartbeatTimeoutMs: positiveInt.min(1_000).default(30_000), // 30 s
   })
   .strict();
 

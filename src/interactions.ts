@@ -237,6 +237,7 @@ export class InteractionHandler {
       settings,
       receivedAt,
       acceptBefore: receivedAt + this.#enqueueTimeoutMs,
+      queueSettings: this.#queueSettings,
     };
 
     let result: EnqueueResult;

@@ -57,6 +57,8 @@ export interface GenerateRequest {
   receivedAt: number;
   /** Epoch ms after which the workflow must refuse the request: the endpoint has already answered with an error. */
   acceptBefore: number;
+  /** The endpoint's current queue settings; the channel workflow adopts the newest it receives. */
+  queueSettings?: ChannelQueueSettings;
 }
 
 export interface PoolMember {

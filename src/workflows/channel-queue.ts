@@ -90,7 +90,9 @@ const MAX_HISTORY_EVENTS = 10_000;
  * next job starts the moment a slot is free.
  */
 export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<void> {
-  const { channelId, settings } = input;
+  const { channelId } = input;
+  // The newest settings win: each request carries the endpoint's current config.
+  let settings = input.settings;
   const carried = input.carried;
   const waiting: Job[] = carried?.waiting ?? [];
   const recentRequestIds: string[] = carried?.recentRequestIds ?? [];
@@ -112,7 +114,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   let shownUsers = '';
   // Every edit of one message goes through its own chain, so a late status can never overwrite the image.
   const messageChains = new Map<string, Promise<void>>();
-  const tokenMarginMs = Math.min(30_000, settings.interactionTokenLifetimeMs / 5);
+  const tokenMarginMs = () => Math.min(30_000, settings.interactionTokenLifetimeMs / 5);
 
   // Short, so that an edit lost with a dead worker holds up the message's later edits only briefly.
   const discord = proxyActivities<BotActivities>({
@@ -125,13 +127,14 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   });
   // One attempt per activity: retries are the workflow's, through the scheduler, so that a failed
   // attempt can move to another server and a failing server is taken out of rotation.
-  const generator = proxyActivities<BotActivities>({
-    startToCloseTimeout: settings.generationTimeoutMs,
-    heartbeatTimeout: settings.heartbeatTimeoutMs,
-    // A cancelled generation must have stopped on the server before its slot is given to the next job.
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { maximumAttempts: 1 },
-  });
+  const generator = () =>
+    proxyActivities<BotActivities>({
+      startToCloseTimeout: settings.generationTimeoutMs,
+      heartbeatTimeout: settings.heartbeatTimeoutMs,
+      // A cancelled generation must have stopped on the server before its slot is given to the next job.
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+      retry: { maximumAttempts: 1 },
+    });
 
   const activeCountOf = (userId: string): number =>
     waiting.filter((job) => job.request.userId === userId).length +
@@ -143,6 +146,10 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
     (request): EnqueueResult => {
       if (recentSet.has(request.requestId)) {
         return { status: 'queued', position: positionOf(request.requestId), duplicate: true };
+      }
+
+      if (request.queueSettings !== undefined) {
+        settings = request.queueSettings;
       }
 
       const active = activeCountOf(request.userId);
@@ -284,7 +291,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
   }
 
   function tokenExpired(request: GenerateRequest): boolean {
-    return Date.now() > request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs;
+    return Date.now() > request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs();
   }
 
   function estimatedWaitMs(position: number, request: GenerateRequest): number | null {
@@ -420,7 +427,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
         try {
           const attemptServer: string = server;
           result = await run.scope.run(() =>
-            generator.generateImage({
+            generator().generateImage({
               requestId: request.requestId,
               server: attemptServer,
               settings: request.settings,
@@ -429,7 +436,7 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
                 : {
                     applicationId: request.applicationId,
                     interactionToken: request.interactionToken,
-                    editUntil: request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs,
+                    editUntil: request.receivedAt + settings.interactionTokenLifetimeMs - tokenMarginMs(),
                   },
             }),
           );

@@ -106,6 +106,16 @@ export class BotHarness {
   constructor(readonly env: TestWorkflowEnvironment) {}
 
   async start(options: HarnessOptions = {}): Promise<this> {
+    try {
+      return await this.#start(options);
+    } catch (error) {
+      // Whatever did start must not keep the test process alive.
+      await this.stop().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async #start(options: HarnessOptions): Promise<this> {
     this.images = await startImageServer({ delayMs: options.imageDelayMs ?? 300 });
     const botToken = 'botToken' in options ? options.botToken : BOT_TOKEN;
     this.discord = await startDiscordStandIn({
