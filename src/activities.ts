@@ -17,7 +17,7 @@ import {
   type RequestStatus,
 } from './discord/messages';
 import type { ImageStore } from './image-store';
-import type { TokenSealer } from './token-seal';
+import { TokenSealer } from './token-seal';
 import type { Logger } from './logger';
 import {
   acquireLeaseSignal,
@@ -107,13 +107,7 @@ export function createActivities(deps: ActivityDependencies) {
      * dead worker's job is noticed within the heartbeat timeout and taken up again.
      */
     async generateImage(input: GenerateImageInput): Promise<GenerateImageResult> {
-      const backendConfig = deps.config.backends[input.server];
-      if (backendConfig === undefined) {
-        throw ApplicationFailure.nonRetryable(
-          `image server "${input.server}" is not configured`,
-          FailureType.unknownBackend,
-        );
-      }
+      const backendConfig = configuredServer(deps, input.server);
 
       const backend = createBackend(backendConfig);
       const context = Context.current();
@@ -183,16 +177,11 @@ export function createActivities(deps: ActivityDependencies) {
 
     /** Succeeds when the image server answers; the scheduler uses it to bring a server back. */
     async probeImageServer(server: string): Promise<void> {
-      const backendConfig = deps.config.backends[server];
-      if (backendConfig === undefined) {
-        throw ApplicationFailure.nonRetryable(`image server "${server}" is not configured`, FailureType.unknownBackend);
-      }
-
-      await createBackend(backendConfig).ping();
+      await createBackend(configuredServer(deps, server)).ping();
     },
 
     /**
-     * Which of these workflows are no longer running (terminated, failed, or gone). The backend lease
+     * Which of these workflows are no longer running (terminated, failed, or gone). The image-servers
      * workflow uses it to take back slots held by channel workflows that an operator terminated.
      */
     async findClosedWorkflows(workflowIds: string[]): Promise<string[]> {
@@ -217,7 +206,7 @@ export function createActivities(deps: ActivityDependencies) {
     },
 
     /**
-     * Asks the backend's lease workflow for a slot, starting that workflow if it is not running.
+     * Asks the image-servers workflow for a slot, starting that workflow if it is not running.
      * The grant arrives later as a signal to the asking channel workflow.
      */
     async requestLease(lease: LeaseRequest): Promise<void> {
@@ -248,10 +237,7 @@ export function createActivities(deps: ActivityDependencies) {
 
     /** Replaces the original response with the image and its embed. Runs on the worker that holds the PNG. */
     async deliverImage(input: DeliverImageInput): Promise<void> {
-      const png = await deps.imageStore.get(input.imageKey);
-      if (png === null) {
-        throw ApplicationFailure.nonRetryable('the image is not on this worker', FailureType.imageMissing);
-      }
+      const png = await storedImage(deps, input.imageKey);
 
       try {
         await deps.discord.editOriginal(
@@ -273,10 +259,7 @@ export function createActivities(deps: ActivityDependencies) {
         throw ApplicationFailure.nonRetryable('no bot token is configured (DISCORD_TOKEN)', FailureType.noBotToken);
       }
 
-      const png = await deps.imageStore.get(input.imageKey);
-      if (png === null) {
-        throw ApplicationFailure.nonRetryable('the image is not on this worker', FailureType.imageMissing);
-      }
+      const png = await storedImage(deps, input.imageKey);
 
       try {
         await deps.discord.postInChannel(
@@ -301,6 +284,25 @@ export function createActivities(deps: ActivityDependencies) {
 
 export type BotActivities = ReturnType<typeof createActivities>;
 
+function configuredServer(deps: ActivityDependencies, name: string): BackendConfig {
+  const config = deps.config.backends[name];
+  if (config === undefined) {
+    throw ApplicationFailure.nonRetryable(`image server "${name}" is not configured`, FailureType.unknownBackend);
+  }
+
+  return config;
+}
+
+/** The PNG this worker generated; a non-retryable IMAGE_MISSING tells the workflow to generate it again. */
+async function storedImage(deps: ActivityDependencies, imageKey: string): Promise<Buffer> {
+  const png = await deps.imageStore.get(imageKey);
+  if (png === null) {
+    throw ApplicationFailure.nonRetryable('the image is not on this worker', FailureType.imageMissing);
+  }
+
+  return png;
+}
+
 /** The usable token behind what the workflow holds, which is sealed when TOKEN_SEAL_KEY is set. */
 function openToken(deps: ActivityDependencies, value: string): string {
   if (deps.tokenSealer !== undefined) {
@@ -311,7 +313,7 @@ function openToken(deps: ActivityDependencies, value: string): string {
     }
   }
 
-  if (value.startsWith('sealed:')) {
+  if (TokenSealer.isSealed(value)) {
     throw ApplicationFailure.nonRetryable(
       'this worker has no TOKEN_SEAL_KEY, but the endpoint sealed the interaction token',
       FailureType.tokenSealKey,

@@ -173,8 +173,8 @@ export class InteractionHandler {
       type: InteractionResponseType.ApplicationCommandAutocompleteResult,
       data: { choices: [] },
     };
-    const channelId = interaction.channel_id ?? interaction.channel?.id;
-    const channel = channelId === undefined ? undefined : resolveChannel(this.#deps.config, channelId);
+    const caller = callerOf(interaction);
+    const channel = caller === undefined ? undefined : resolveChannel(this.#deps.config, caller.channelId);
     const focused = interaction.data.options
       .flatMap((option) => ('focused' in option && option.focused === true ? [option] : []))
       .at(0);
@@ -197,18 +197,28 @@ export class InteractionHandler {
     };
   }
 
+  #now(): number {
+    return (this.#deps.now ?? Date.now)();
+  }
+
+  /** Runs a Temporal call that Discord's 3-second deadline cannot wait out. */
+  #withDeadline<T>(call: () => Promise<T>): Promise<T> {
+    return this.#deps.temporal.withAbortSignal(AbortSignal.timeout(this.#enqueueTimeoutMs), call);
+  }
+
   #context(
     interaction: APIInteraction,
   ):
     | { refusal: APIInteractionResponse }
     | { channelId: string; user: UserLike; channel: ResolvedChannel; log: Logger; receivedAt: number } {
-    const receivedAt = (this.#deps.now ?? Date.now)();
-    const channelId = interaction.channel_id ?? interaction.channel?.id;
-    const user = interaction.member?.user ?? interaction.user;
-    const log = this.#deps.logger.child({ interactionId: interaction.id, channelId, userId: user?.id });
-    if (channelId === undefined || user === undefined) {
-      return { refusal: ephemeral('This only works in a server channel or a DM with the bot.') };
+    const receivedAt = this.#now();
+    const caller = callerOf(interaction);
+    if (caller === undefined) {
+      return { refusal: NOT_IN_A_CHANNEL };
     }
+
+    const { channelId, user } = caller;
+    const log = this.#deps.logger.child({ interactionId: interaction.id, channelId, userId: user.id });
 
     const channel = resolveChannel(this.#deps.config, channelId);
     if (channel === undefined) {
@@ -244,7 +254,7 @@ export class InteractionHandler {
     try {
       result = await this.#enqueue(request);
     } catch (error) {
-      const timedOut = (this.#deps.now ?? Date.now)() - receivedAt >= this.#enqueueTimeoutMs;
+      const timedOut = this.#now() - receivedAt >= this.#enqueueTimeoutMs;
       log.error({ err: describeError(error), timedOut }, 'enqueue failed');
       return ephemeral(
         timedOut
@@ -273,12 +283,12 @@ export class InteractionHandler {
       return this.#reroll(interaction);
     }
 
-    const channelId = interaction.channel_id ?? interaction.channel?.id;
-    const user = interaction.member?.user ?? interaction.user;
-    if (channelId === undefined || user === undefined) {
-      return ephemeral('This only works in a server channel or a DM with the bot.');
+    const caller = callerOf(interaction);
+    if (caller === undefined) {
+      return NOT_IN_A_CHANNEL;
     }
 
+    const { channelId, user } = caller;
     const canManageMessages =
       interaction.member !== undefined &&
       (BigInt(interaction.member.permissions) & PermissionFlagsBits.ManageMessages) ===
@@ -286,7 +296,7 @@ export class InteractionHandler {
     const log = this.#deps.logger.child({ interactionId: interaction.id, channelId, userId: user.id });
     try {
       const handle = this.#deps.temporal.workflow.getHandle(channelWorkflowId(channelId));
-      const result = await this.#deps.temporal.withAbortSignal(AbortSignal.timeout(this.#enqueueTimeoutMs), () =>
+      const result = await this.#withDeadline(() =>
         handle.executeUpdate(cancelUpdate, {
           args: [{ requestId: action.requestId, userId: user.id, canManageMessages }],
         }),
@@ -311,18 +321,16 @@ export class InteractionHandler {
   }
 
   async #showQueue(interaction: APIInteraction): Promise<APIInteractionResponse> {
-    const channelId = interaction.channel_id ?? interaction.channel?.id;
-    const user = interaction.member?.user ?? interaction.user;
-    if (channelId === undefined || user === undefined) {
-      return ephemeral('This only works in a server channel.');
+    const caller = callerOf(interaction);
+    if (caller === undefined) {
+      return NOT_IN_A_CHANNEL;
     }
 
+    const { channelId, user } = caller;
     let snapshot: QueueSnapshot | undefined;
     try {
       const handle = this.#deps.temporal.workflow.getHandle(channelWorkflowId(channelId));
-      snapshot = await this.#deps.temporal.withAbortSignal(AbortSignal.timeout(this.#enqueueTimeoutMs), () =>
-        handle.query(queueQuery),
-      );
+      snapshot = await this.#withDeadline(() => handle.query(queueQuery));
     } catch (error) {
       if (!(error instanceof WorkflowNotFoundError)) {
         this.#deps.logger.error({ err: describeError(error), channelId }, 'queue query failed');
@@ -330,7 +338,7 @@ export class InteractionHandler {
       }
     }
 
-    return ephemeral(renderQueue(snapshot, user.id, (this.#deps.now ?? Date.now)()));
+    return ephemeral(renderQueue(snapshot, user.id, this.#now()));
   }
 
   /** Creates the channel's workflow if needed and adds the request to it, in one durable call. */
@@ -351,9 +359,8 @@ export class InteractionHandler {
         : {}),
     });
 
-    const signal = AbortSignal.timeout(this.#enqueueTimeoutMs);
     try {
-      return await temporal.withAbortSignal(signal, () =>
+      return await this.#withDeadline(() =>
         temporal.workflow.executeUpdateWithStart(enqueueUpdate, {
           args: [request],
           updateId: request.requestId,
@@ -370,6 +377,13 @@ export class InteractionHandler {
   }
 }
 
+/** Where an interaction came from; undefined when it has no channel or no user. */
+function callerOf(interaction: APIInteraction): { channelId: string; user: UserLike } | undefined {
+  const channelId = interaction.channel_id ?? interaction.channel?.id;
+  const user = interaction.member?.user ?? interaction.user;
+  return channelId === undefined || user === undefined ? undefined : { channelId, user };
+}
+
 /** Discord refuses message content over 2000 characters; long explanations are cut to fit. */
 const MAX_CONTENT = 2_000;
 
@@ -384,3 +398,5 @@ function ephemeral(content: string): APIInteractionResponse {
 function describeError(error: unknown): string {
   return error instanceof Error ? `${error.name}: ${error.message}` : String(error);
 }
+
+const NOT_IN_A_CHANNEL = ephemeral('This only works in a server channel or a DM with the bot.');

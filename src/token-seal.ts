@@ -48,9 +48,14 @@ export class TokenSealer {
     return PREFIX + Buffer.concat([iv, cipher.getAuthTag(), sealed]).toString('base64url');
   }
 
+  /** Whether a value is a sealed token (rather than a token left readable). */
+  static isSealed(value: string): boolean {
+    return value.startsWith(PREFIX);
+  }
+
   /** Opens a sealed token; a value that was never sealed is returned as it is. */
   open(value: string): string {
-    if (!value.startsWith(PREFIX)) {
+    if (!TokenSealer.isSealed(value)) {
       return value;
     }
 

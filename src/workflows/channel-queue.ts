@@ -85,7 +85,7 @@ const MAX_HISTORY_EVENTS = 10_000;
 
 /**
  * One long-lived workflow per Discord channel: it owns the channel's queue, runs each request on the
- * channel's image server (as many at once as the backend's lease workflow grants) and reports every
+ * channel's image servers (as many at once as the image-servers workflow grants) and reports every
  * step by editing the request's message. Status edits and deliveries run alongside generation, so the
  * next job starts the moment a slot is free.
  */
@@ -632,8 +632,8 @@ export async function channelQueueWorkflow(input: ChannelQueueInput): Promise<vo
       continue;
     }
 
+    // runJob marks the job running (and the queue changed) before its first await.
     waiting.shift();
-    queueChanged();
     const task: Promise<void> = runJob(job, server, leaseId).finally(() => {
       inFlight.delete(task);
     });
