@@ -2,23 +2,17 @@
 //  1. Ed25519 verification cost: node:crypto (what the endpoint uses) vs tweetnacl vs discord-interactions;
 //  2. POST-to-answer latency of /generate through the real endpoint and a real Temporal dev server;
 //  3. how long the image server sits idle between two queued jobs (the GPU-idle gap).
-import { resolve } from 'node:path';
-
 import { verifyKey } from 'discord-interactions';
 import nacl from 'tweetnacl';
 
-import { parseConfig } from '../src/config';
 import { parsePublicKey, verifyInteractionSignature } from '../src/discord/signature';
 import { createLogger } from '../src/logger';
-import { startDiscordStandIn } from '../src/standins/discord-api';
-import { startImageServer } from '../src/standins/image-server';
 import { InteractionSigner, postSignedInteraction, slashCommandInteraction } from '../src/standins/interaction-signer';
 import { installTemporalLogging } from '../src/temporal-logging';
-import { startLocalBot } from './lib/local-bot';
-import { startTemporalDevServer } from './lib/temporal-dev-server';
+import { OFFLINE_APPLICATION_ID, OFFLINE_CHANNEL_ID, startOfflineStack } from './lib/offline-stack';
 
-const APPLICATION_ID = '400000000000000001';
-const CHANNEL_ID = '100000000000000001';
+const APPLICATION_ID = OFFLINE_APPLICATION_ID;
+const CHANNEL_ID = OFFLINE_CHANNEL_ID;
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
@@ -70,28 +64,13 @@ async function benchSignatures(): Promise<void> {
 async function benchEndToEnd(): Promise<void> {
   const logger = createLogger('bench', 'error');
   installTemporalLogging(logger, 'ERROR');
-  const temporal = await startTemporalDevServer();
-  const images = await startImageServer({ delayMs: 200 });
-  const discord = await startDiscordStandIn({ applicationId: APPLICATION_ID, botToken: 'bench' });
-  const signer = InteractionSigner.generate();
-  const config = parseConfig({
-    defaults: { width: 64, height: 64, steps: 20, cfgScale: 7, sampler: 'Euler a', negativePrompt: '' },
-    limits: { maxWidth: 1024, maxHeight: 1024, maxSteps: 50 },
-    backends: { local: { type: 'a1111', url: images.url, capacity: 1 } },
-    channels: { [CHANNEL_ID]: { backend: 'local' } },
-  });
-  const bot = await startLocalBot({
-    temporalAddress: temporal.address,
-    namespace: 'default',
-    config,
-    discordApiBase: discord.url,
-    botToken: 'bench',
-    publicKeyHex: signer.publicKeyHex,
-    host: '127.0.0.1',
-    port: 0,
-    imageDir: resolve('.data', 'bench-images'),
+  const stack = await startOfflineStack({
+    name: 'bench',
     logger,
+    imageDelayMs: 200,
+    defaults: { width: 64, height: 64 },
   });
+  const { images, discord, signer, bot } = stack;
 
   const jobs = 40;
   const latencies: number[] = [];
@@ -136,10 +115,7 @@ async function benchEndToEnd(): Promise<void> {
     `  process RSS ${(process.memoryUsage().rss / 1_048_576).toFixed(0)} MiB (endpoint + worker + stand-ins)`,
   );
 
-  await bot.stop();
-  await discord.close();
-  await images.close();
-  await temporal.stop();
+  await stack.stop();
 }
 
 async function main(): Promise<void> {

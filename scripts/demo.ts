@@ -4,19 +4,15 @@
 import { resolve } from 'node:path';
 import { rmSync } from 'node:fs';
 
-import { parseConfig } from '../src/config';
 import { createLogger } from '../src/logger';
-import { startDiscordStandIn } from '../src/standins/discord-api';
-import { startImageServer } from '../src/standins/image-server';
 import { fakeSnowflake, InteractionSigner, postSignedInteraction } from '../src/standins/interaction-signer';
-import { SimulatedDiscord, type SentInteraction } from '../src/standins/simulated-discord';
+import type { SentInteraction } from '../src/standins/simulated-discord';
 import { installTemporalLogging } from '../src/temporal-logging';
 import { ConversationPrinter } from './lib/conversation';
-import { startLocalBot } from './lib/local-bot';
-import { startTemporalDevServer } from './lib/temporal-dev-server';
+import { OFFLINE_APPLICATION_ID, OFFLINE_CHANNEL_ID, startOfflineStack } from './lib/offline-stack';
 
-const APPLICATION_ID = '400000000000000001';
-const CHANNEL_ID = '100000000000000001';
+const APPLICATION_ID = OFFLINE_APPLICATION_ID;
+const CHANNEL_ID = OFFLINE_CHANNEL_ID;
 const OUTPUT_DIR = resolve('demo-output');
 
 async function main(): Promise<void> {
@@ -25,35 +21,18 @@ async function main(): Promise<void> {
   rmSync(OUTPUT_DIR, { recursive: true, force: true });
 
   console.log('Starting a Temporal dev server, the image server and Discord stand-ins, a worker and the endpoint…');
-  const temporal = await startTemporalDevServer();
-  const images = await startImageServer({ delayMs: 3_500 });
-  const discord = await startDiscordStandIn({ applicationId: APPLICATION_ID, botToken: 'demo-bot-token' });
-  const signer = InteractionSigner.generate();
-  const config = parseConfig({
-    defaults: { width: 512, height: 512, steps: 20, cfgScale: 7, sampler: 'Euler a', negativePrompt: '' },
-    limits: { maxWidth: 1024, maxHeight: 1024, maxSteps: 50 },
-    queue: { retryInitialIntervalMs: 500 },
-    backends: { local: { type: 'a1111', url: images.url, capacity: 1 } },
-    channels: { [CHANNEL_ID]: { backend: 'local' } },
-  });
-  const bot = await startLocalBot({
-    temporalAddress: temporal.address,
-    namespace: 'default',
-    config,
-    discordApiBase: discord.url,
-    botToken: 'demo-bot-token',
-    publicKeyHex: signer.publicKeyHex,
-    host: '127.0.0.1',
-    port: 0,
-    imageDir: resolve('.data', 'demo-images'),
+  const stack = await startOfflineStack({
+    name: 'demo',
     logger,
+    imageDelayMs: 3_500,
+    queue: { retryInitialIntervalMs: 500 },
   });
+  const { temporal, images, discord, signer, bot, simulated } = stack;
   console.log(`Endpoint ${bot.endpointUrl} · Temporal ${temporal.address} · Temporal UI ${temporal.uiUrl}\n`);
 
   const conversation = new ConversationPrinter(discord, OUTPUT_DIR);
   conversation.start();
 
-  const simulated = new SimulatedDiscord(discord, signer, bot.endpointUrl, APPLICATION_ID);
   const users = {
     alice: { id: '500000000000000001', username: 'alice' },
     bob: { id: '500000000000000002', username: 'bob' },
@@ -130,10 +109,7 @@ async function main(): Promise<void> {
 
   conversation.stop();
   console.log(`\nDone: 4 images delivered, saved in ${OUTPUT_DIR}. Cleaning up…`);
-  await bot.stop();
-  await discord.close();
-  await images.close();
-  await temporal.stop();
+  await stack.stop();
 }
 
 main().then(
