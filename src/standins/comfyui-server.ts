@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import multipart from '@fastify/multipart';
 import Fastify from 'fastify';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { encodePng, readPngSize } from './png';
+import { runStandInFromCommandLine } from './standalone';
 
 /**
  * A stand-in for ComfyUI's HTTP and websocket API, for tests and an offline demo without a GPU. It validates
@@ -934,26 +934,6 @@ function checkDelay(ms: number): number {
   return ms;
 }
 
-async function runStandalone(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string' } } });
-  const port = values.port === undefined ? STANDALONE_PORT : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
-    throw new RangeError(`--port needs a TCP port number, got ${values.port}`);
-  }
-
-  const server = await startComfyUIServer({ port });
-  process.stdout.write(`ComfyUI stand-in listening on ${server.url}\n`);
-
-  const stop = (): void => {
-    void server.close();
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-}
-
 if (require.main === module) {
-  runStandalone().catch((error: unknown) => {
-    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  });
+  runStandInFromCommandLine('ComfyUI stand-in', STANDALONE_PORT, (port) => startComfyUIServer({ port }));
 }

@@ -1,9 +1,9 @@
 import { createHash, randomInt } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { parseArgs } from 'node:util';
 import Fastify from 'fastify';
 import { PNG } from 'pngjs';
 import { encodePng } from './png';
+import { runStandInFromCommandLine } from './standalone';
 
 /**
  * A stand-in for the AUTOMATIC1111 WebUI API, for tests and an offline demo without a GPU. It answers the routes
@@ -588,26 +588,6 @@ function webUiTimestamp(epochMs: number): string {
   return `${date.getFullYear()}${parts.map((part) => String(part).padStart(2, '0')).join('')}`;
 }
 
-async function runStandalone(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string' } } });
-  const port = values.port === undefined ? STANDALONE_PORT : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
-    throw new RangeError(`--port needs a TCP port number, got ${values.port}`);
-  }
-
-  const server = await startImageServer({ port });
-  process.stdout.write(`image server stand-in listening on ${server.url}\n`);
-
-  const stop = (): void => {
-    void server.close();
-  };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-}
-
 if (require.main === module) {
-  runStandalone().catch((error: unknown) => {
-    process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
-    process.exitCode = 1;
-  });
+  runStandInFromCommandLine('image server stand-in', STANDALONE_PORT, (port) => startImageServer({ port }));
 }

@@ -32,13 +32,17 @@ export class InteractionSigner {
   }
 }
 
-export interface SlashCommandOptions {
+/** What every simulated interaction needs: who sent it, where, and its id and token. */
+export interface InteractionBase {
   id: string;
   token: string;
   applicationId: string;
   channelId: string;
   guildId?: string;
   user: { id: string; username: string };
+}
+
+export interface SlashCommandOptions extends InteractionBase {
   command?: string;
   options?: Record<string, string | number>;
   /** Resolved attachments (`data.resolved.attachments`), referenced by id from an attachment option. */
@@ -98,13 +102,7 @@ export function slashCommandInteraction(input: SlashCommandOptions): Record<stri
   };
 }
 
-export interface ButtonClickOptions {
-  id: string;
-  token: string;
-  applicationId: string;
-  channelId: string;
-  guildId?: string;
-  user: { id: string; username: string };
+export interface ButtonClickOptions extends InteractionBase {
   customId: string;
   /** The message the button sits on, as Discord includes it in the interaction. */
   message: Record<string, unknown>;
